@@ -1,0 +1,1 @@
+"""Dataset readers; importing this package registers every dataset in DATASET_REGISTRY."""
