@@ -1,0 +1,182 @@
+"""`DataManager`, `build_data_loader` and `DatasetWrapper` (engine.md §5)."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import Compose, Normalize, Resize, ToTensor
+
+from dassl.utils.tools import read_image
+
+from .datasets import build_dataset
+from .samplers import build_sampler
+from .transforms import INTERPOLATION_MODES, build_transform
+
+
+def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source: Optional[list] = None,
+                      batch_size: int = 64, n_domain: int = 0, n_ins: int = 2, tfm=None,
+                      is_train: bool = True, dataset_wrapper=None) -> DataLoader:
+    """A DataLoader over `data_source` (list of Datum) with Dassl's sampler and drop_last rule.
+
+    Training drops the trailing partial batch unless the whole list is smaller than one batch.
+    """
+    if not data_source:
+        raise ValueError("build_data_loader got an empty data source")
+    sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
+                            n_domain=n_domain, n_ins=n_ins)
+    wrapper_cls = dataset_wrapper or DatasetWrapper
+    loader = DataLoader(
+        wrapper_cls(cfg, data_source, transform=tfm, is_train=is_train),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        drop_last=is_train and len(data_source) >= batch_size,
+        pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
+    )
+    assert len(loader) > 0, "data loader has no batches"
+    return loader
+
+
+class DataManager:
+    """Builds the dataset (reader by ``DATASET.NAME``), the transforms and the four loaders.
+
+    `protocol` (None or ``"base2novel"`` / ``"cross"``) is passed on to `build_dataset`.
+    """
+
+    def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None,
+                 protocol: Optional[str] = None):
+        dataset = build_dataset(cfg, protocol=protocol)
+
+        if custom_tfm_train is None:
+            tfm_train = build_transform(cfg, is_train=True)
+        else:
+            print("* Using custom transform for training")
+            tfm_train = custom_tfm_train
+        if custom_tfm_test is None:
+            tfm_test = build_transform(cfg, is_train=False)
+        else:
+            print("* Using custom transform for testing")
+            tfm_test = custom_tfm_test
+
+        loaders = cfg.DATALOADER
+        self.train_loader_x = build_data_loader(
+            cfg, sampler_type=loaders.TRAIN_X.SAMPLER, data_source=dataset.train_x,
+            batch_size=loaders.TRAIN_X.BATCH_SIZE, n_domain=loaders.TRAIN_X.N_DOMAIN,
+            n_ins=loaders.TRAIN_X.N_INS, tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper)
+
+        self.train_loader_u = None
+        if dataset.train_u:
+            u_cfg = loaders.TRAIN_X if loaders.TRAIN_U.SAME_AS_X else loaders.TRAIN_U
+            self.train_loader_u = build_data_loader(
+                cfg, sampler_type=u_cfg.SAMPLER, data_source=dataset.train_u,
+                batch_size=u_cfg.BATCH_SIZE, n_domain=u_cfg.N_DOMAIN, n_ins=u_cfg.N_INS,
+                tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper)
+
+        self.val_loader = None
+        if dataset.val:
+            self.val_loader = build_data_loader(
+                cfg, sampler_type=loaders.TEST.SAMPLER, data_source=dataset.val,
+                batch_size=loaders.TEST.BATCH_SIZE, tfm=tfm_test, is_train=False,
+                dataset_wrapper=dataset_wrapper)
+
+        self.test_loader = build_data_loader(
+            cfg, sampler_type=loaders.TEST.SAMPLER, data_source=dataset.test,
+            batch_size=loaders.TEST.BATCH_SIZE, tfm=tfm_test, is_train=False,
+            dataset_wrapper=dataset_wrapper)
+
+        self._num_classes = dataset.num_classes
+        self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
+        self._lab2cname = dataset.lab2cname
+        self.dataset = dataset
+        self.tfm_train = tfm_train
+        self.tfm_test = tfm_test
+
+        if cfg.VERBOSE:
+            self.show_dataset_summary(cfg)
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def num_source_domains(self) -> int:
+        return self._num_source_domains
+
+    @property
+    def lab2cname(self):
+        return self._lab2cname
+
+    def show_dataset_summary(self, cfg) -> None:
+        """Print the two-column dataset table (tabulate "simple" style, no headers)."""
+        rows = [["Dataset", cfg.DATASET.NAME]]
+        if cfg.DATASET.SOURCE_DOMAINS:
+            rows.append(["Source", str(list(cfg.DATASET.SOURCE_DOMAINS))])
+        if cfg.DATASET.TARGET_DOMAINS:
+            rows.append(["Target", str(list(cfg.DATASET.TARGET_DOMAINS))])
+        rows.append(["# classes", f"{self.num_classes:,}"])
+        rows.append(["# train_x", f"{len(self.dataset.train_x):,}"])
+        if self.dataset.train_u:
+            rows.append(["# train_u", f"{len(self.dataset.train_u):,}"])
+        if self.dataset.val:
+            rows.append(["# val", f"{len(self.dataset.val):,}"])
+        rows.append(["# test", f"{len(self.dataset.test):,}"])
+        print(format_table(rows))
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, framed by dashed rules (no header)."""
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+    rule = "  ".join("-" * width for width in widths)
+    body = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([rule, *body, rule])
+
+
+class DatasetWrapper(Dataset):
+    """Turns a list of `Datum` into batch dicts with keys img, label, domain, impath, index.
+
+    A list/tuple of transforms gives keys ``img``, ``img2``, ``img3`` ...; with
+    ``DATALOADER.K_TRANSFORMS > 1`` (training only) each key holds a list of augmented views;
+    ``DATALOADER.RETURN_IMG0`` adds ``img0`` (resized, tensor, normalised if chosen).
+    """
+
+    def __init__(self, cfg, data_source: list, transform=None, is_train: bool = False):
+        self.cfg = cfg
+        self.data_source = data_source
+        self.transform = transform
+        self.is_train = is_train
+        self.k_tfm = cfg.DATALOADER.K_TRANSFORMS if is_train else 1
+        self.return_img0 = cfg.DATALOADER.RETURN_IMG0
+        if self.k_tfm > 1 and transform is None:
+            raise ValueError(f"Cannot augment the image {self.k_tfm} times because transform is None")
+
+        interp = INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
+        to_tensor: List[Callable] = [Resize(tuple(cfg.INPUT.SIZE), interpolation=interp), ToTensor()]
+        if "normalize" in cfg.INPUT.TRANSFORMS:
+            to_tensor.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
+        self.to_tensor = Compose(to_tensor)
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def __getitem__(self, idx: int) -> dict:
+        item = self.data_source[idx]
+        output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
+        img0 = read_image(item.impath)
+
+        if self.transform is None:
+            output["img"] = img0
+        elif isinstance(self.transform, (list, tuple)):
+            for i, tfm in enumerate(self.transform):
+                key = "img" if i == 0 else f"img{i + 1}"
+                output[key] = self._transform_image(tfm, img0)
+        else:
+            output["img"] = self._transform_image(self.transform, img0)
+
+        if self.return_img0:
+            output["img0"] = self.to_tensor(img0)
+        return output
+
+    def _transform_image(self, tfm, img0):
+        views = [tfm(img0) for _ in range(self.k_tfm)]
+        return views[0] if len(views) == 1 else views

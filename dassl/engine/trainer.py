@@ -1,0 +1,500 @@
+"""Trainer classes: `TrainerBase` (model registry, loop, checkpoints), `SimpleTrainer` (data, device,
+precision, evaluation) and `TrainerX` (the labelled-data epoch loop every prompt trainer uses).
+
+Names, hooks, printed lines and checkpoint files follow Dassl (engine.md §7-§9).
+
+Resuming (our addition, documented in the report and README):
+- after every epoch except the last, each registered model also gets ``<OUTPUT_DIR>/<name>/model-last.pth.tar``
+  (rewritten atomically) with the Dassl keys plus ``rng_state`` (torch / CUDA / Python / NumPy random
+  states as plain data), ``best_result`` and ``precision`` (gradient-scaler state). PromptKD saves only
+  the last epoch and the best model, so without this file a killed run could not continue exactly.
+- `resume_model_if_exist` prefers ``model-last.pth.tar``; otherwise it falls back to the file named in
+  Dassl's ``checkpoint`` text file (original outputs), which restores weights/optimizer/scheduler only.
+- after the final epoch ``model.pth.tar-<E>`` holds everything still needed, so ``model-last.pth.tar``
+  is removed to save disk space.
+- [quirk] Dassl auto-resumes whenever ``OUTPUT_DIR/<name>/`` holds a checkpoint. We keep that (old
+  command lines rely on it) but log it on one clear line; ``RESUME`` names another folder to resume
+  from, and a ``RESUME`` folder without a checkpoint is an error instead of a silent fresh start.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import os.path as osp
+import time
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from dassl.data import DataManager
+from dassl.evaluation import build_evaluator
+from dassl.utils import AverageMeter, MetricMeter, UserError, mkdir_if_missing
+from dassl.utils.torchtools import (CheckpointNotFoundError, atomic_copy, get_rng_state, load_checkpoint,
+                                    read_checkpoint_pointer, restore_from_state, save_checkpoint,
+                                    set_rng_state)
+
+from .precision import Precision, select_device
+
+RESUME_FILE_NAME = "model-last.pth.tar"
+BEST_FILE_NAME = "model-best.pth.tar"
+FINAL_MODEL_CHOICES = ("last_step", "best_val")
+
+Names = Optional[Union[str, Sequence[str]]]
+
+
+class _NullWriter:
+    """Stands in for tensorboard's SummaryWriter when tensorboard is not installed."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TrainerBase:
+    """Registered models/optimisers/schedulers, the epoch loop and its hooks."""
+
+    DISTILLS = False  # a distillation trainer sets True: its data follow TRAINER.MODAL
+
+    def __init__(self):
+        self._models: "OrderedDict[str, nn.Module]" = OrderedDict()
+        self._optims: "OrderedDict[str, Any]" = OrderedDict()
+        self._scheds: "OrderedDict[str, Any]" = OrderedDict()
+        self._writer = None
+        self._precision = Precision("fp32", "cpu")
+
+    # ------------------------------------------------------------------ models
+    def register_model(self, name: str = "model", model: Optional[nn.Module] = None,
+                       optim=None, sched=None) -> None:
+        """Register a module (and its optimiser / scheduler) for mode switching, stepping and saving."""
+        for attr, what in (("_models", "model"), ("_optims", "optim"), ("_scheds", "sched")):
+            if self.__dict__.get(attr) is None:
+                raise AttributeError(f"Cannot assign {what} before super().__init__() call")
+        assert name not in self._models, "Found duplicate model names"
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names: Names = None) -> List[str]:
+        """All registered names (insertion order), or the given name(s) after checking them."""
+        registered = list(self._models.keys())
+        if names is None:
+            return registered
+        names = [names] if isinstance(names, str) else list(names)
+        for name in names:
+            if name not in registered:
+                raise KeyError(f"Model {name!r} is not registered; registered: {registered}")
+        return names
+
+    def set_model_mode(self, mode: str = "train", names: Names = None) -> None:
+        """``train`` / ``test`` / ``eval`` on the registered modules only."""
+        for name in self.get_model_names(names):
+            if mode == "train":
+                self._models[name].train()
+            elif mode in ("test", "eval"):
+                self._models[name].eval()
+            else:
+                raise KeyError(f"Unknown model mode {mode!r} (expected train, test or eval)")
+
+    def update_lr(self, names: Names = None) -> None:
+        """Step every registered scheduler (once per epoch, called from forward_backward)."""
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names: Names = None) -> float:
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------ precision / optimisation
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def model_zero_grad(self, names: Names = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        self._precision.backward(loss)
+
+    def model_update(self, names: Names = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._precision.step(self._optims[name])
+        self._precision.update()
+
+    def model_backward_and_update(self, loss: torch.Tensor, names: Names = None) -> None:
+        """zero_grad -> (scaled) backward -> (scaled) optimiser step, for the given or all models."""
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+    # ------------------------------------------------------------------ tensorboard
+    def init_writer(self, log_dir: str) -> None:
+        if self._writer is not None:
+            return
+        print(f"Initialize tensorboard (log_dir={log_dir})")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard is not installed: training curves are not written")
+            self._writer = _NullWriter()
+        else:
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def write_scalar(self, tag: str, scalar_value: Any, global_step: Optional[int] = None) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, start_epoch: int, max_epoch: int) -> None:
+        """before_train, then per epoch before_epoch / run_epoch / after_epoch, then after_train."""
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()  # may move start_epoch (resume)
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+            self.save_resume_point()
+        self.after_train()
+
+    def before_train(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        pass
+
+    def before_epoch(self) -> None:
+        pass
+
+    def after_epoch(self) -> None:
+        pass
+
+    def save_resume_point(self) -> None:
+        """Persist what an exact resume after this epoch needs (no-op here)."""
+
+    def run_epoch(self) -> None:
+        raise NotImplementedError
+
+    def test(self, split: Optional[str] = None):
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch: dict):
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch: dict):
+        raise NotImplementedError
+
+    def forward_backward(self, batch: dict) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_state(self, name: str, epoch: int, val_result: Optional[float]) -> Dict[str, Any]:
+        optim, sched = self._optims[name], self._scheds[name]
+        return {
+            "state_dict": self._models[name].state_dict(),
+            "epoch": epoch + 1,
+            "optimizer": optim.state_dict() if optim is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "val_result": val_result,
+        }
+
+    def save_model(self, epoch: int, directory: str, is_best: bool = False,
+                   val_result: Optional[float] = None, model_name: str = "") -> None:
+        """Save every registered model to ``directory/<name>/`` (Dassl file names and keys)."""
+        for name in self.get_model_names():
+            save_checkpoint(self._checkpoint_state(name, epoch, val_result), osp.join(directory, name),
+                            is_best=is_best, model_name=model_name)
+
+    def resume_model_if_exist(self, directory: str, required: bool = False) -> int:
+        """Restore all registered models from ``directory`` if it holds their checkpoints.
+
+        Returns the number of completed epochs (the start epoch), or 0 when nothing is found;
+        with `required` a missing checkpoint is an error. Prefers ``model-last.pth.tar`` (exact
+        resume incl. random states), else the file named in Dassl's ``checkpoint`` file.
+        """
+        names = self.get_model_names()
+        sources = {}
+        for name in names:
+            folder = osp.join(directory, name)
+            last = osp.join(folder, RESUME_FILE_NAME)
+            if osp.isfile(last):
+                sources[name] = last
+            elif osp.isfile(osp.join(folder, "checkpoint")):
+                sources[name] = read_checkpoint_pointer(folder)
+        if not names or len(sources) < len(names):
+            if required:
+                missing = [osp.join(directory, n) for n in names if n not in sources]
+                raise CheckpointNotFoundError(
+                    f"RESUME={directory!r} holds no checkpoint for {missing or 'any model'} "
+                    f"(expected {RESUME_FILE_NAME} or a 'checkpoint' file in each model folder)")
+            print("No checkpoint found, train from scratch")
+            return 0
+
+        why = "as asked by RESUME" if required else "auto-resume: this folder already holds a checkpoint"
+        files = sorted({osp.basename(path) for path in sources.values()})
+        print(f"Found checkpoint at {directory} (will resume training from {', '.join(files)}; {why})")
+
+        start_epoch = 0
+        extra: Dict[str, Any] = {}
+        for name in names:
+            print(f'Loading checkpoint from "{sources[name]}"')
+            checkpoint = load_checkpoint(sources[name])
+            start_epoch = restore_from_state(checkpoint, self._models[name], self._optims[name],
+                                             self._scheds[name])
+            extra = checkpoint
+        self._restore_run_state(extra)
+        self._copy_best_models(directory)
+        return start_epoch
+
+    def _copy_best_models(self, directory: str) -> None:
+        """When resuming from another folder, bring its best checkpoints into OUTPUT_DIR.
+
+        Keeps the output folder self-contained: `after_train` (best_val) and a later
+        ``--eval-only --model-dir OUTPUT_DIR`` find ``model-best.pth.tar`` there.
+        """
+        output_dir = getattr(self, "output_dir", None)
+        if not output_dir or osp.abspath(directory) == osp.abspath(output_dir):
+            return
+        for name in self.get_model_names():
+            source = osp.join(directory, name, BEST_FILE_NAME)
+            if osp.isfile(source):
+                target = osp.join(output_dir, name, BEST_FILE_NAME)
+                atomic_copy(source, target)
+                print(f"Copied {source} to {target}")
+
+    def _restore_run_state(self, checkpoint: Dict[str, Any]) -> None:
+        """Restore trainer-wide state (random states, best result, loss scale) saved in model-last."""
+        if checkpoint.get("rng_state") is None:
+            print("Note: this checkpoint holds no random-number state, so the resumed run will not be "
+                  "bit-identical to an uninterrupted one")
+            return
+        set_rng_state(checkpoint["rng_state"])
+        if checkpoint.get("best_result") is not None:
+            self.best_result = checkpoint["best_result"]
+        self._precision.load_state_dict(checkpoint.get("precision"))
+        print("Restored random-number states" + (
+            f" and best val result {self.best_result:.1f}" if np.isfinite(getattr(self, "best_result", np.nan))
+            else ""))
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) into every registered model."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        fname = BEST_FILE_NAME if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = osp.join(directory, name, fname)
+            if not osp.exists(path):
+                raise CheckpointNotFoundError(f"No model at {path}")
+            checkpoint = load_checkpoint(path)
+            val_result = checkpoint.get("val_result")
+            # [quirk] Dassl formats val_result with :.1f and crashes when it is None; we do not.
+            shown = f"{val_result:.1f}" if isinstance(val_result, (int, float)) else "None"
+            print(f"Load {path} to {name} (epoch={checkpoint['epoch']}, val_result={shown})")
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+
+
+class SimpleTrainer(TrainerBase):
+    """Builds data, model and evaluator from the config; owns the device and precision."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        if cfg.TEST.FINAL_MODEL not in FINAL_MODEL_CHOICES:
+            raise UserError(f"TEST.FINAL_MODEL must be one of {list(FINAL_MODEL_CHOICES)}, "
+                            f"got {cfg.TEST.FINAL_MODEL!r}")
+        self.device = select_device(cfg.USE_CUDA)
+        self._precision = Precision("fp32", self.device)
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.best_result = -np.inf
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+
+    def check_cfg(self, cfg) -> None:
+        """Hook for trainers to validate their config keys (no-op)."""
+
+    def set_precision(self, mode: str) -> None:
+        """Install the numeric precision (``fp32 | fp16 | bf16 | amp``) on this trainer's device."""
+        self._precision = Precision(mode, self.device)
+
+    def data_protocol(self) -> Optional[str]:
+        """``TRAINER.MODAL`` for distillation trainers (DISTILLS), else None (CoOp semantics)."""
+        return self.cfg.TRAINER.MODAL if self.DISTILLS else None
+
+    def build_data_loader(self) -> None:
+        dm = DataManager(self.cfg, protocol=self.data_protocol())
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement build_model() (build the modules and call register_model)")
+
+    def train(self) -> None:  # type: ignore[override]
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self) -> None:
+        if self.cfg.RESUME:
+            self.start_epoch = self.resume_model_if_exist(self.cfg.RESUME, required=True)
+        else:
+            self.start_epoch = self.resume_model_if_exist(self.output_dir)
+        writer_dir = osp.join(self.output_dir, "tensorboard")
+        mkdir_if_missing(writer_dir)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def after_epoch(self) -> None:
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        do_test = not self.cfg.TEST.NO_TEST
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
+
+        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
+                                model_name=BEST_FILE_NAME)
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    def save_resume_point(self) -> None:
+        """Rewrite ``<name>/model-last.pth.tar`` (weights, optimiser, scheduler, random states).
+
+        Skipped after the final epoch, where the stale file is removed instead.
+        """
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        for name in self.get_model_names():
+            path = osp.join(self.output_dir, name, RESUME_FILE_NAME)
+            if last_epoch:
+                if osp.isfile(path):
+                    os.remove(path)
+                continue
+            state = self._checkpoint_state(name, self.epoch, None)
+            state["rng_state"] = get_rng_state()
+            state["best_result"] = float(self.best_result)
+            state["precision"] = self._precision.state_dict()
+            save_checkpoint(state, osp.join(self.output_dir, name), model_name=RESUME_FILE_NAME,
+                            update_pointer=False, verbose=False)
+
+    def after_train(self) -> None:
+        print("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                print("Deploy the last-epoch model")
+            self.test()
+        elapsed = round(time.time() - self.time_start)
+        print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
+        self.close_writer()
+
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None):
+        """Evaluate on ``split`` (default TEST.SPLIT; val falls back to test) and return accuracy."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        print(f"Evaluate on the *{split}* set")
+
+        for batch in tqdm(data_loader):
+            input, label = self.parse_batch_test(batch)
+            with self._precision.autocast():
+                output = self.model_inference(input)
+            self.evaluator.process(output, label)
+
+        results = self.evaluator.evaluate()
+        for key, value in results.items():
+            if np.isscalar(value):
+                self.write_scalar(f"{split}/{key}", value, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, input: torch.Tensor) -> torch.Tensor:
+        return self.model(input)
+
+    def parse_batch_test(self, batch: dict):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+
+class TrainerX(SimpleTrainer):
+    """Trainer for labelled data: one pass over ``train_loader_x`` per epoch."""
+
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        print_freq = self.cfg.TRAIN.PRINT_FREQ
+
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+
+            if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
+                print(self._progress_line(batch_time, data_time, losses))
+
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def _progress_line(self, batch_time: AverageMeter, data_time: AverageMeter, losses: MetricMeter) -> str:
+        remaining = (self.num_batches - self.batch_idx - 1) + \
+            (self.max_epoch - self.epoch - 1) * self.num_batches
+        eta = str(datetime.timedelta(seconds=int(batch_time.avg * remaining)))
+        return " ".join([
+            f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+            f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+            f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+            f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+            f"{losses}",
+            f"lr {self.get_current_lr():.4e}",
+            f"eta {eta}",
+        ])
+
+    def parse_batch_train(self, batch: dict):
+        return (batch["img"].to(self.device), batch["label"].to(self.device),
+                batch["domain"].to(self.device))

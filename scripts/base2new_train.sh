@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Base-to-new distillation: train one run and evaluate Base (val) and New (test) in it.
+set -euo pipefail
+
+usage() {
+    cat >&2 <<'USAGE'
+usage: scripts/base2new_train.sh <dataset> <seed>
+  e.g. bash scripts/base2new_train.sh oxford_pets 1
+environment overrides (defaults in brackets):
+  DATA          data root holding the dataset folders        [./data]
+  TRAINER       PromptKD_RSM | PromptKD | Simple | Simple_RSM [PromptKD_RSM]
+  SHOTS         unlabelled shots per class, or 'full'         [16]
+  CFG           configs/trainers/<TRAINER>/<CFG>.yaml         [vit_b16_c2_ep20_batch8_4+4ctx]
+  KD_WEIGHT     KD loss weight                                [200.0 for fgvc_aircraft, oxford_flowers, dtd; else 1000.0]
+  TEACHER_ROOT  folder with <DATASET.NAME>/VLPromptLearner/   [the config default, teacher_model]
+  OUTPUT_ROOT   where runs are written                        [output]
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs (no spaces inside values)
+  RUN_TAG       suffix for the run folder (default: derived from EXTRA_OPTS)
+A run whose results.json exists is skipped.
+USAGE
+    exit 2
+}
+
+[[ $# -eq 2 ]] || usage
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+require_repo_root
+
+DATASET="$1"
+SEED="$2"
+require_seed "$SEED"
+require_dataset_config "$DATASET"
+
+DATA="${DATA:-./data}"
+TRAINER="${TRAINER:-PromptKD_RSM}"
+SHOTS="${SHOTS:-16}"
+CFG="${CFG:-vit_b16_c2_ep20_batch8_4+4ctx}"
+KD_WEIGHT="${KD_WEIGHT:-$(kd_weight "$DATASET")}"
+OUTPUT_ROOT="${OUTPUT_ROOT:-output}"
+NUM_SHOTS="$(shots_value "$SHOTS")"
+require_trainer_config "$TRAINER" "$CFG"
+
+DIR="${OUTPUT_ROOT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}$(run_tag)/seed${SEED}"
+skip_if_done "$DIR"
+require_data "$DATA" "$DATASET"
+
+split_extra_opts
+TEACHER_OPTS=()
+[[ -n "${TEACHER_ROOT:-}" ]] && TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_ROOT "$TEACHER_ROOT")
+
+echo "Run: ${TRAINER} on ${DATASET}, seed ${SEED}, shots ${SHOTS}, KD_WEIGHT ${KD_WEIGHT} -> ${DIR}"
+"$PYTHON" train.py \
+    --root "$DATA" \
+    --seed "$SEED" \
+    --trainer "$TRAINER" \
+    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+    --output-dir "$DIR" \
+    DATASET.NUM_SHOTS "$NUM_SHOTS" \
+    TRAINER.MODAL base2novel \
+    TRAINER.PROMPTKD.TEMPERATURE 1.0 \
+    TRAINER.PROMPTKD.KD_WEIGHT "$KD_WEIGHT" \
+    "${TEACHER_OPTS[@]}" "${EXTRA[@]}"

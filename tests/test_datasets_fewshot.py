@@ -1,0 +1,121 @@
+"""K-shot sampling (Dassl's algorithm, seeded) and the JSON few-shot cache."""
+import json
+import random
+
+import pytest
+
+import datasets  # noqa: F401  (registers the readers)
+from dassl.config import get_cfg_default
+from dassl.data.datasets import build_dataset
+from dassl.utils import UserError
+from tools.make_fake_dataset import make_fake_dataset
+
+
+def make_cfg(root, name, *opts):
+    cfg = get_cfg_default()
+    cfg.merge_from_list(["DATASET.ROOT", str(root), "DATASET.NAME", name, "SEED", 1, *opts])
+    return cfg
+
+
+def rel_paths(items, dataset_dir):
+    return [item.impath[len(str(dataset_dir)) + 1:] for item in items]
+
+
+@pytest.fixture
+def pets(tmp_path):
+    """5 classes with 6 train / 5 val / 1 test images each."""
+    return make_fake_dataset("OxfordPets", tmp_path, num_classes=5, train_per_class=6, val_per_class=5,
+                             test_per_class=1)
+
+
+def shots(root, k, seed=1, *opts):
+    return build_dataset(make_cfg(root, "OxfordPets", "DATASET.NUM_SHOTS", k, "SEED", seed, *opts))
+
+
+def test_k_shot_counts_and_cache_file(pets):
+    dataset = shots(pets.parent, 2)
+    assert len(dataset.train_x) == 10 and len(dataset.val) == 10 and len(dataset.test) == 5
+    cache = pets / "split_fewshot" / "shot_2-seed_1.json"
+    content = json.loads(cache.read_text())
+    assert set(content) == {"format", "train", "val"}
+    assert all(not entry[0].startswith("/") and entry[0].startswith("images/") for entry in content["train"])
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # atomic write leaves no temp file
+    assert len(shots(pets.parent, 8).val) == 5 * 4  # val uses min(K, 4) shots
+    assert len(shots(pets.parent, 8).train_x) == 5 * 6  # classes smaller than K keep all their images
+
+
+def test_same_seed_same_sample_different_seed_different(tmp_path):
+    first = make_fake_dataset("OxfordPets", tmp_path / "a", num_classes=5, train_per_class=6)
+    second = make_fake_dataset("OxfordPets", tmp_path / "b", num_classes=5, train_per_class=6)
+    a = rel_paths(shots(first.parent, 2, seed=1).train_x, first)
+    b = rel_paths(shots(second.parent, 2, seed=1).train_x, second)
+    c = rel_paths(shots(second.parent, 2, seed=2).train_x, second)
+    assert a == b
+    assert a != c
+
+
+def test_sample_matches_dassl_algorithm(pets):
+    """Same seed -> the images CoOp-family code picks: random.seed(SEED), then per label in order of
+    first appearance random.sample(items, K) on train, then min(K, 4) on val."""
+    full = shots(pets.parent, 0)
+    random.seed(3)
+    expected = []
+    for label in dict.fromkeys(item.label for item in full.train_x):
+        expected += random.sample([i for i in full.train_x if i.label == label], 3)
+    got = shots(pets.parent, 3, seed=3).train_x
+    assert [i.impath for i in got] == [i.impath for i in expected]
+
+
+def test_cache_round_trip_is_reused(pets, capsys):
+    written = shots(pets.parent, 2)
+    cache = pets / "split_fewshot" / "shot_2-seed_1.json"
+    capsys.readouterr()
+    reread = shots(pets.parent, 2)
+    assert "Loading preprocessed few-shot data" in capsys.readouterr().out
+    for part in ("train_x", "val"):
+        assert [(i.impath, i.label, i.classname) for i in getattr(reread, part)] == \
+               [(i.impath, i.label, i.classname) for i in getattr(written, part)]
+    # The cache, not a fresh sample, decides what is read.
+    content = json.loads(cache.read_text())
+    content["train"] = content["train"][:3]
+    cache.write_text(json.dumps(content))
+    assert len(shots(pets.parent, 2).train_x) == 3
+
+
+def test_base_new_runs_share_one_cache(pets):
+    base = shots(pets.parent, 2, 1, "DATASET.SUBSAMPLE_CLASSES", "base")
+    new = shots(pets.parent, 2, 1, "DATASET.SUBSAMPLE_CLASSES", "new")
+    assert len(list((pets / "split_fewshot").iterdir())) == 1
+    assert len(base.train_x) == 3 * 2 and len(new.train_x) == 2 * 2
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_zero_or_negative_shots_mean_full_split(pets, k):
+    dataset = shots(pets.parent, k)
+    assert len(dataset.train_x) == 30 and len(dataset.val) == 25
+    assert not (pets / "split_fewshot").exists()
+
+
+def test_cache_referencing_missing_files_is_reported(pets):
+    shots(pets.parent, 2)
+    cache = pets / "split_fewshot" / "shot_2-seed_1.json"
+    content = json.loads(cache.read_text())
+    content["train"][0][0] = "images/gone.jpg"
+    cache.write_text(json.dumps(content))
+    with pytest.raises(UserError, match=r"references 1 image file\(s\).*gone\.jpg"):
+        shots(pets.parent, 2)
+
+
+def test_foreign_cache_is_rejected(pets):
+    cache = pets / "split_fewshot" / "shot_2-seed_1.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({"train": []}))
+    with pytest.raises(UserError, match="not a few-shot cache written by this code"):
+        shots(pets.parent, 2)
+
+
+def test_imagenet_caches_train_only_and_val_is_test(tmp_path):
+    dataset_dir = make_fake_dataset("ImageNet", tmp_path, num_classes=4, train_per_class=5)
+    dataset = build_dataset(make_cfg(tmp_path, "ImageNet", "DATASET.NUM_SHOTS", 2))
+    assert len(dataset.train_x) == 8 and dataset.val is dataset.test
+    assert set(json.loads((dataset_dir / "split_fewshot" / "shot_2-seed_1.json").read_text())) == {"format", "train"}

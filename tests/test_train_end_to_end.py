@@ -1,0 +1,109 @@
+"""The toy linear probe trained, resumed and evaluated through `train.py` (in-process)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import toy_engine  # noqa: F401  (registers ToyFolder and ToyLinearProbe)
+from dassl.utils import close_logger
+from dassl.utils.torchtools import load_checkpoint
+from toy_engine import SimulatedKill, ToyLinearProbe, make_image_folder
+
+train_py = pytest.importorskip("train")
+
+torch.set_num_threads(1)
+
+TOY_YAML = """\
+INPUT:
+  SIZE: (8, 8)
+  INTERPOLATION: "bicubic"
+  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]
+DATALOADER:
+  NUM_WORKERS: 0
+  TRAIN_X:
+    BATCH_SIZE: 4
+  TEST:
+    BATCH_SIZE: 4
+OPTIM:
+  NAME: "sgd"
+  LR: 0.05
+  MAX_EPOCH: 3
+  LR_SCHEDULER: "cosine"
+  WARMUP_EPOCH: 1
+  WARMUP_TYPE: "constant"
+  WARMUP_CONS_LR: 1e-5
+TRAIN:
+  PRINT_FREQ: 2
+TEST:
+  FINAL_MODEL: "best_val"
+"""
+
+RESULT_BLOCK = re.compile(
+    r"=> result\n\* total: 6\n\* correct: \d\n\* accuracy: \d+\.\d%\n\* error: \d+\.\d%\n\* macro_f1: \d+\.\d%\n")
+
+
+@pytest.fixture
+def toy_run(tmp_path):
+    """Returns ``run(*extra_args)`` that calls train.main with the toy dataset/config."""
+    data = make_image_folder(tmp_path / "data")
+    config = tmp_path / "toy.yaml"
+    config.write_text(TOY_YAML)
+
+    def run(*extra):
+        argv = ["--root", str(data), "--config-file", str(config), "--trainer", "ToyLinearProbe",
+                "--seed", "0", *extra, "DATASET.NAME", "ToyFolder", "USE_CUDA", "False"]
+        try:
+            return train_py.main(train_py.build_parser().parse_args(argv))
+        finally:
+            close_logger()
+
+    yield run
+    ToyLinearProbe.stop_after_epoch = None
+
+
+def weights(trainer):
+    return trainer._models["probe"].state_dict()
+
+
+def test_train_then_eval_only(toy_run, tmp_path):
+    out = tmp_path / "out"
+    trainer = toy_run("--output-dir", str(out))
+    assert trainer.cfg.SEED == 0  # --seed 0 is a real seed
+
+    log = (out / "log.txt").read_text()
+    assert "Loading trainer: ToyLinearProbe" in log and "Loading dataset: ToyFolder" in log
+    assert "No checkpoint found, train from scratch" in log
+    assert len(re.findall(r"^epoch \[\d/3\] batch \[2/3\] ", log, re.M)) == 3
+    after_training = log.split("Finish training", 1)[1]
+    assert "Deploy the model with the best val performance" in after_training
+    assert RESULT_BLOCK.search(after_training)
+    assert re.search(r"^Elapsed: \d+:\d\d:\d\d$", log, re.M)
+
+    folder = out / "probe"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-3"]
+    assert torch.load(folder / "model.pth.tar-3", weights_only=True)["epoch"] == 3
+
+    evaluated = toy_run("--output-dir", str(tmp_path / "eval"), "--eval-only", "--model-dir", str(out))
+    eval_log = (tmp_path / "eval" / "log.txt").read_text()
+    assert f"Load {folder / 'model-best.pth.tar'} to probe" in eval_log
+    assert RESULT_BLOCK.search(eval_log)
+    best = load_checkpoint(str(folder / "model-best.pth.tar"))["state_dict"]
+    assert all(torch.equal(weights(evaluated)[k], best[k]) for k in best)
+
+
+def test_resume_flag_continues_a_killed_run_exactly(toy_run, tmp_path):
+    full = toy_run("--output-dir", str(tmp_path / "full"))
+
+    ToyLinearProbe.stop_after_epoch = 2
+    with pytest.raises(SimulatedKill):
+        toy_run("--output-dir", str(tmp_path / "killed"))
+    ToyLinearProbe.stop_after_epoch = None
+
+    resumed = toy_run("--output-dir", str(tmp_path / "continued"), "--resume", str(tmp_path / "killed"))
+    log = (tmp_path / "continued" / "log.txt").read_text()
+    assert re.search(r"^Found checkpoint at .*killed \(will resume training from model-last\.pth\.tar; "
+                     r"as asked by RESUME\)$", log, re.M)
+    assert "epoch [1/3]" not in log and "epoch [3/3]" in log
+    assert all(torch.equal(weights(resumed)[k], v) for k, v in weights(full).items())

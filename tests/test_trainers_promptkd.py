@@ -1,0 +1,167 @@
+"""PromptKD / PromptKD_RSM end to end on a tiny fake dataset: WEIGHT 0 equality, trainable sets,
+checkpoint keys, base/new slicing, text features computed once, results.json."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import datasets  # noqa: F401  (registers the readers)
+import trainers  # noqa: F401  (registers the trainers)
+from dassl.engine import build_trainer
+from dassl.utils import set_random_seed
+from trainers import promptsrc_model
+from trainers.distill import class_vectors_for_split, is_student_trainable
+
+import trainers_tiny_setup as tiny
+
+PROMPTKD_TRAINABLE = {
+    "image_encoder.VPT",
+    "image_encoder.transformer.resblocks.1.VPT_shallow",
+    "VPT_image_trans.conv1.0.weight", "VPT_image_trans.conv1.0.bias",
+    "VPT_image_trans.conv1.1.weight", "VPT_image_trans.conv1.1.bias",
+    "VPT_image_trans.conv1.3.weight", "VPT_image_trans.conv1.3.bias",
+}
+RSM_TRAINABLE = {f"rsm.phi_{branch}.{i}.{kind}" for branch in "vw" for i in (0, 2) for kind in ("weight", "bias")}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return tiny.make_world(tmp_path_factory.mktemp("promptkd"))
+
+
+def _run(world, trainer_name, output_dir, opts=(), train=True):
+    cfg = tiny.make_cfg(world["root"], trainer_name, str(output_dir), world["weights"], world["teacher_root"],
+                        opts=list(opts))
+    set_random_seed(cfg.SEED)
+    trainer = build_trainer(cfg)
+    losses = []
+    original_step = trainer.forward_backward
+
+    def recording_step(batch):
+        summary = original_step(batch)
+        losses.append(summary)
+        return summary
+
+    trainer.forward_backward = recording_step
+    if train:
+        trainer.train()
+    return trainer, losses
+
+
+def test_class_vectors_are_sliced_base_first_then_new():
+    vectors = torch.arange(5).float().unsqueeze(1)
+    assert class_vectors_for_split(vectors, "base2novel", "val").flatten().tolist() == [0, 1, 2]
+    assert class_vectors_for_split(vectors, "base2novel", "test").flatten().tolist() == [3, 4]
+    assert class_vectors_for_split(vectors[:4], "base2novel", "val").flatten().tolist() == [0, 1]
+    assert class_vectors_for_split(vectors, "cross", "val").flatten().tolist() == [0, 1, 2, 3, 4]
+    assert class_vectors_for_split(vectors, "cross", "test").flatten().tolist() == [0, 1, 2, 3, 4]
+
+
+def test_trainable_rule():
+    assert is_student_trainable("image_encoder.VPT")
+    assert is_student_trainable("VPT_image_trans.conv1.0.weight")
+    assert is_student_trainable("rsm.phi_w.0.weight")
+    assert is_student_trainable("prompt_learner.ctx")
+    assert not is_student_trainable("prompt_learner.ZS_image_encoder.conv1.weight")
+    assert not is_student_trainable("image_encoder.conv1.weight")
+    assert not is_student_trainable("logit_scale")
+
+
+def test_rsm_weight_zero_equals_promptkd(world, tmp_path):
+    host, host_losses = _run(world, "PromptKD", tmp_path / "pkd")
+    off, off_losses = _run(world, "PromptKD_RSM", tmp_path / "off", opts=["TRAINER.RSM.WEIGHT", 0.0])
+    on, on_losses = _run(world, "PromptKD_RSM", tmp_path / "on")
+
+    assert [s["loss"] for s in host_losses] == [s["loss"] for s in off_losses]
+    assert len(host_losses) == 2
+    host_state, off_state = host.student.state_dict(), off.student.state_dict()
+    assert set(off_state) - set(host_state) == {k for k in off_state if k.startswith("rsm.")} != set()
+    for key, value in host_state.items():
+        assert torch.equal(value, off_state[key]), key
+    # the RSM term changes the run when switched on, and its log items are reported
+    assert on_losses[0]["loss"] != host_losses[0]["loss"]
+    assert set(on_losses[0]) == {"loss", "kd", "rsm", "H", "max_p"}
+    first = on_losses[0]
+    assert first["loss"] == pytest.approx(first["kd"] + first["rsm"], rel=1e-5)
+    assert first["rsm"] == pytest.approx(50.0 * first["H"], rel=1e-5)
+    assert 0 < first["H"] <= math.log(4 + tiny.NUM_CLASSES) + 1e-5
+    assert first["kd"] == pytest.approx(host_losses[0]["loss"], rel=1e-5)
+
+    # trainable sets and PromptKD's checkpoint layout
+    assert {n for n, p in host.student.named_parameters() if p.requires_grad} == PROMPTKD_TRAINABLE
+    assert {n for n, p in on.student.named_parameters() if p.requires_grad} == PROMPTKD_TRAINABLE | RSM_TRAINABLE
+    ckpt = torch.load(tmp_path / "pkd" / "VLPromptLearner" / "model-best.pth.tar", weights_only=False)
+    assert set(ckpt) >= {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
+    keys = set(ckpt["state_dict"])
+    assert PROMPTKD_TRAINABLE <= keys
+    assert {"logit_scale", "image_encoder.conv1.weight", "image_encoder.proj",
+            "VPT_image_trans.conv1.1.running_mean", "VPT_image_trans.conv1.1.num_batches_tracked"} <= keys
+    assert not any(k.startswith(("text_encoder", "prompt_learner", "transformer.")) for k in keys)
+    rsm_ckpt = torch.load(tmp_path / "off" / "VLPromptLearner" / "model.pth.tar-1", weights_only=False)
+    assert RSM_TRAINABLE <= set(rsm_ckpt["state_dict"])
+
+
+def test_text_features_computed_once_and_results_written(world, tmp_path, monkeypatch):
+    calls = []
+    original_forward = promptsrc_model.TextEncoder.forward
+
+    def counting_forward(self, prompts, tokenized_prompts):
+        calls.append(prompts.shape[0])
+        return original_forward(self, prompts, tokenized_prompts)
+
+    monkeypatch.setattr(promptsrc_model.TextEncoder, "forward", counting_forward)
+    trainer, losses = _run(world, "PromptKD_RSM", tmp_path / "run", opts=["OPTIM.MAX_EPOCH", 2])
+    assert calls == [tiny.NUM_CLASSES]  # once, at build time, for all classes; never per batch or test
+    assert len(losses) == 4
+
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["trainer"] == "PromptKD_RSM" and results["protocol"] == "base2novel"
+    assert results["seed"] == 1 and len(results["config_hash"]) == 12
+    val_history = trainer._val_by_epoch
+    assert set(val_history) == {1, 2}
+    best, last = results["best"], results["last"]
+    assert last["epoch"] == 2 and last["base"] == pytest.approx(val_history[2], abs=1e-3)
+    best_epoch = max(val_history, key=lambda e: (val_history[e], -e))
+    assert best["epoch"] == best_epoch and best["base"] == pytest.approx(val_history[best_epoch], abs=1e-3)
+    for entry in (best, last):
+        expected_hm = 2 * entry["base"] * entry["new"] / (entry["base"] + entry["new"]) if entry["base"] + entry["new"] else 0
+        assert entry["hm"] == pytest.approx(expected_hm, abs=1e-3)
+
+
+def test_test_scores_each_split_against_its_class_slice(world, tmp_path):
+    trainer, _ = _run(world, "PromptKD", tmp_path / "eval", train=False)
+    seen = []
+    original = trainer.student_logits
+
+    def recording(features, class_vectors):
+        seen.append(class_vectors.shape[0])
+        return original(features, class_vectors)
+
+    trainer.student_logits = recording
+    trainer.test("val")
+    trainer.test("test")
+    n_base = math.ceil(tiny.NUM_CLASSES / 2)
+    assert seen == [n_base, tiny.NUM_CLASSES - n_base]
+
+
+def test_load_model_drops_token_buffers_and_reports_keys(world, tmp_path, capsys):
+    trainer, _ = _run(world, "PromptKD", tmp_path / "load", train=False)
+    folder = tmp_path / "saved" / "VLPromptLearner"
+    folder.mkdir(parents=True)
+    state = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    state["image_encoder.VPT"] = state["image_encoder.VPT"] + 1.0
+    state["prompt_learner.token_prefix"] = torch.zeros(3, 1, 4)
+    state["something.else"] = torch.zeros(1)
+    del state["VPT_image_trans.conv1.3.bias"]
+    torch.save({"state_dict": state, "epoch": 7, "optimizer": None, "scheduler": None, "val_result": 50.0},
+               folder / "model-best.pth.tar")
+    trainer.load_model(str(tmp_path / "saved"))
+    out = capsys.readouterr().out
+    assert f'Loading weights to VLPromptLearner from "{folder / "model-best.pth.tar"}" (epoch = 7)' in out
+    assert "['VPT_image_trans.conv1.3.bias']" in out and "['something.else']" in out
+    assert "token_prefix" not in out
+    assert torch.equal(trainer.student.image_encoder.VPT, state["image_encoder.VPT"])
+    with pytest.raises(FileNotFoundError, match="Model not found"):
+        trainer.load_model(str(tmp_path / "nowhere"))

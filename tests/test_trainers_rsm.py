@@ -1,0 +1,77 @@
+"""RSM: manifold entropy against hand computations, projections, RNG isolation."""
+import math
+
+import pytest
+import torch
+
+from trainers.rsm import RSM, make_generator, manifold_entropy, manifold_max_prob, manifold_scores
+
+
+def test_manifold_entropy_matches_hand_computation():
+    manifold = torch.tensor([[1.0, 3.0], [0.0, 0.0], [-2.0, 0.0]])
+    # row means 2, 0, -1 -> softmax -> entropy, written out by hand
+    weights = [math.exp(2.0), math.exp(0.0), math.exp(-1.0)]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    expected_h = -sum(p * math.log(p) for p in probs)
+
+    entropy, max_prob = manifold_entropy(manifold, return_max_prob=True)
+    assert entropy.item() == pytest.approx(expected_h, rel=1e-6)
+    assert max_prob.item() == pytest.approx(max(probs), rel=1e-6)
+    assert manifold_max_prob(manifold).item() == pytest.approx(max(probs), rel=1e-6)
+    assert manifold_scores(manifold).tolist() == [2.0, 0.0, -1.0]
+
+
+def test_manifold_entropy_bounds_and_dtype():
+    uniform = torch.ones(5, 3, dtype=torch.float16)
+    entropy = manifold_entropy(uniform)
+    assert entropy.dtype == torch.float32
+    assert entropy.item() == pytest.approx(math.log(5), rel=1e-6)
+    peaked = torch.tensor([[100.0], [0.0], [0.0]])
+    assert manifold_entropy(peaked).item() < 1e-6
+    with pytest.raises(ValueError, match="2-D"):
+        manifold_entropy(torch.ones(3))
+
+
+def test_rsm_forward_equals_entropy_of_stacked_projections():
+    torch.manual_seed(0)
+    rsm = RSM(image_dim=6, text_dim=5, dim=4, hidden=3, generator=make_generator(1))
+    images, texts = torch.randn(2, 6), torch.randn(3, 5)
+    manifold = rsm.manifold(images, texts)
+    assert manifold.shape == (3 + 2, 4)
+    # text rows first, computed by hand through the layers
+    normed_texts = texts / texts.norm(dim=-1, keepdim=True)
+    hand_text = rsm.phi_w[2](torch.relu(rsm.phi_w[0](normed_texts)))
+    assert torch.allclose(manifold[:3], hand_text, atol=1e-6)
+    normed_images = images / images.norm(dim=-1, keepdim=True)
+    w0 = rsm.phi_v[0].weight.flatten(1)
+    w2 = rsm.phi_v[2].weight.flatten(1)
+    hand_image = torch.relu(normed_images @ w0.T + rsm.phi_v[0].bias) @ w2.T + rsm.phi_v[2].bias
+    assert torch.allclose(manifold[3:], hand_image, atol=1e-6)
+    assert rsm(images, texts).item() == pytest.approx(manifold_entropy(manifold).item(), rel=1e-6)
+    entropy, _ = rsm.entropy_and_max_prob(images, texts)
+    entropy.backward()
+    assert rsm.phi_v[0].weight.grad is not None and rsm.phi_w[0].weight.grad is not None
+
+
+def test_rsm_hidden_defaults_to_dim_and_shapes():
+    rsm = RSM(image_dim=8, text_dim=7, dim=4, hidden=0, generator=make_generator(0))
+    assert tuple(rsm.phi_v[0].weight.shape) == (4, 8, 1, 1)
+    assert tuple(rsm.phi_v[2].weight.shape) == (4, 4, 1, 1)
+    assert tuple(rsm.phi_w[0].weight.shape) == (4, 7)
+    assert tuple(rsm.phi_w[2].weight.shape) == (4, 4)
+
+
+def test_rsm_construction_leaves_global_rng_untouched_and_is_seeded():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = RSM(image_dim=6, text_dim=5, dim=4, generator=make_generator(7))
+    assert torch.equal(torch.rand(3), expected_next)
+    second = RSM(image_dim=6, text_dim=5, dim=4, generator=make_generator(7))
+    third = RSM(image_dim=6, text_dim=5, dim=4, generator=make_generator(8))
+    for (name, a), (_, b), (_, c) in zip(
+        first.state_dict().items(), second.state_dict().items(), third.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+        assert not torch.equal(a, c), name

@@ -1,0 +1,186 @@
+"""Train or evaluate a prompt-learning model (PromptKD / PromptSRC / CoOp-style command line).
+
+Examples:
+    python train.py --root DATA --seed 1 --trainer PromptKD \
+        --dataset-config-file configs/datasets/oxford_pets.yaml \
+        --config-file configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml \
+        --output-dir output/pets/seed1 DATASET.SUBSAMPLE_CLASSES all TRAINER.PROMPTKD.KD_WEIGHT 1000.0
+    python train.py ... --eval-only --model-dir output/pets/seed1 [--load-epoch 20]
+
+Deliberate differences from PromptKD's train.py (its quirks, fixed):
+- ``--seed 0`` is a valid seed (upstream ignores it because 0 is falsy);
+- ``--resume DIR`` resumes from DIR (upstream discards the path);
+- ``cudnn.benchmark`` is enabled only for unseeded runs, so a seeded run stays reproducible;
+- full environment collection (slow: it shells out to pip, nvidia-smi, ...) only with ``--env-info``;
+  a short summary is always printed;
+- bad user input (missing files, unknown keys or names) ends with one ``Error: ...`` line and exit
+  status 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import platform
+import sys
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+
+from dassl.config import get_cfg_default, merge_sources
+from dassl.engine import build_trainer
+from dassl.utils import UserError, collect_env_info, set_random_seed, setup_logger
+
+import datasets  # noqa: F401  (registers every dataset reader)
+import trainers  # noqa: F401  (registers every trainer)
+
+# (flag, config key, argparse dest): a flag is copied into the config only when given.
+FLAG_TO_KEY: Tuple[Tuple[str, str, str], ...] = (
+    ("--root", "DATASET.ROOT", "root"),
+    ("--output-dir", "OUTPUT_DIR", "output_dir"),
+    ("--resume", "RESUME", "resume"),
+    ("--seed", "SEED", "seed"),
+    ("--source-domains", "DATASET.SOURCE_DOMAINS", "source_domains"),
+    ("--target-domains", "DATASET.TARGET_DOMAINS", "target_domains"),
+    ("--transforms", "INPUT.TRANSFORMS", "transforms"),
+    ("--trainer", "TRAINER.NAME", "trainer"),
+    ("--backbone", "MODEL.BACKBONE.NAME", "backbone"),
+    ("--head", "MODEL.HEAD.NAME", "head"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of PromptKD's train.py (plus ``--env-info``)."""
+    parser = argparse.ArgumentParser(description="Train or evaluate a prompt-learning model.")
+    parser.add_argument("--root", type=str, default="", help="path to the datasets folder")
+    parser.add_argument("--output-dir", type=str, default="", help="output folder (checkpoints, log.txt)")
+    parser.add_argument("--resume", type=str, default="", help="folder of a run to resume from")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (>= 0; default: unseeded)")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains (DA/DG only)")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains (DA/DG only)")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="method config YAML")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="dataset config YAML")
+    parser.add_argument("--trainer", type=str, default="", help="trainer name")
+    parser.add_argument("--backbone", type=str, default="", help="backbone name")
+    parser.add_argument("--head", type=str, default="", help="head name")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate only")
+    parser.add_argument("--model-dir", type=str, default="", help="load the model from this folder for --eval-only")
+    parser.add_argument("--load-epoch", type=int, help="load model.pth.tar-<EPOCH> instead of model-best.pth.tar")
+    parser.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
+    parser.add_argument("--env-info", action="store_true", help="print the full (slow) environment report")
+    parser.add_argument(
+        "opts", default=None, nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs"
+    )
+    return parser
+
+
+def flag_values(args: argparse.Namespace) -> List[Tuple[str, str, Any]]:
+    """The ``(flag, KEY, value)`` triples of the flags the user actually gave."""
+    triples = []
+    for flag, key, dest in FLAG_TO_KEY:
+        value = getattr(args, dest, None)
+        given = value is not None if dest == "seed" else bool(value)
+        if given:
+            triples.append((flag, key, value))
+    return triples
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Fail early, naming the flag, when a file or folder the user named does not exist."""
+    for flag, path in (("--config-file", args.config_file), ("--dataset-config-file", args.dataset_config_file)):
+        if path and not osp.isfile(path):
+            raise UserError(f'{flag}: config file not found: "{path}"')
+    if args.resume and not osp.isdir(args.resume):
+        raise UserError(f'--resume: folder not found: "{args.resume}"')
+    if args.model_dir and not osp.isdir(args.model_dir):
+        raise UserError(f'--model-dir: folder not found: "{args.model_dir}"')
+    if args.seed is not None and args.seed < -1:
+        raise UserError(f"--seed must be >= 0 (or -1 for an unseeded run), got {args.seed}")
+
+
+def setup_cfg(args: argparse.Namespace):
+    """defaults -> project keys -> dataset YAML -> method YAML -> flags -> opts -> freeze."""
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    return merge_sources(
+        cfg,
+        dataset_yaml=args.dataset_config_file or None,
+        method_yaml=args.config_file or None,
+        flag_values=flag_values(args),
+        opts=args.opts,
+    )
+
+
+def print_args(args: argparse.Namespace, cfg: Any) -> None:
+    """Print the argument and config banners (as Dassl, so logs look the same)."""
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def system_summary() -> str:
+    """A short, fast description of the software and device."""
+    lines = [
+        f"Python: {platform.python_version()} ({sys.executable})",
+        f"PyTorch: {torch.__version__}",
+    ]
+    try:
+        import torchvision
+
+        lines.append(f"torchvision: {torchvision.__version__}")
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        lines.append(f"CUDA: {torch.version.cuda}; GPU 0: {torch.cuda.get_device_name(0)} "
+                     f"({torch.cuda.device_count()} visible)")
+    else:
+        lines.append("CUDA: not available")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace):
+    """Run one training / evaluation as described by ``args``; returns the trainer."""
+    check_paths(args)
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+
+    if torch.cuda.is_available() and cfg.USE_CUDA and cfg.SEED < 0:
+        torch.backends.cudnn.benchmark = True
+
+    print_args(args, cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info() if args.env_info else system_summary()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return trainer
+    if not args.no_train:
+        trainer.train()
+    return trainer
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point: user errors become one ``Error:`` line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        main(args)
+    except (UserError, FileNotFoundError) as exc:
+        sys.stdout.flush()
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

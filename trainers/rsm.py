@@ -1,0 +1,162 @@
+"""RSM: the entropy of a reconfigured shared manifold (AME, ame.md; paper Eq. 4-6).
+
+Given image features V (N x D_v) and text features W (C x D_w), two small projections map them into a
+common R-dimensional space: ``phi_v`` (1x1 convolutions over an (N, D_v, 1, 1) view: Conv -> ReLU -> Conv,
+"convolution-based") and ``phi_w`` (Linear -> ReLU -> Linear, "MLP-based"). Their outputs are stacked
+row-wise, text rows first, into M ((C + N) x R). Then
+
+    s_t = mean_r M[t, r]          (Eq. 4)
+    p   = softmax(s) over the C + N rows
+    H(M) = - sum_t p_t log p_t    (Eq. 5)
+
+and a distillation trainer adds ``omega * H(M)`` to its loss (Eq. 6). The projections are trained with
+the student and never used at test time. ``H`` is computed in float32 whatever the autocast dtype.
+
+The RSM parameters are initialised from a dedicated ``torch.Generator``: building the module does not
+touch the global RNG, so a run with the term switched off is identical to the host trainer's run.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def manifold_scores(manifold: torch.Tensor) -> torch.Tensor:
+    """Row means of M (Eq. 4), in float32 with autocast disabled."""
+    if manifold.dim() != 2:
+        raise ValueError(f"manifold must be a 2-D (rows x features) tensor, got shape {tuple(manifold.shape)}")
+    with torch.autocast(device_type=manifold.device.type, enabled=False):
+        return manifold.float().mean(dim=1)
+
+
+def manifold_entropy(manifold: torch.Tensor, return_max_prob: bool = False):
+    """Entropy H(M) of the softmax over the row means of M (Eq. 4-5), in float32.
+
+    With ``return_max_prob`` it returns ``(H, max_t p_t)``; ``max p`` is detached (a diagnostic: a value
+    near 1 means the manifold collapsed onto one row). H lies in [0, log(rows)].
+    """
+    scores = manifold_scores(manifold)
+    with torch.autocast(device_type=manifold.device.type, enabled=False):
+        log_p = F.log_softmax(scores, dim=0)
+        p = log_p.exp()
+        entropy = -(p * log_p).sum()
+    if return_max_prob:
+        return entropy, p.max().detach()
+    return entropy
+
+
+def manifold_max_prob(manifold: torch.Tensor) -> torch.Tensor:
+    """Largest row probability ``max_t p_t`` of M (detached, float32)."""
+    return manifold_entropy(manifold, return_max_prob=True)[1]
+
+
+def _uniform_init_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator) -> None:
+    """PyTorch's default Linear/Conv init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``generator``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        values = torch.rand(tensor.shape, generator=generator, dtype=torch.float32) * (2 * bound) - bound
+        tensor.copy_(values)
+
+
+def make_generator(seed: Optional[int]) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (a fresh random seed when ``seed`` is None or negative)."""
+    if seed is None or seed < 0:
+        seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    return generator
+
+
+class RSM(nn.Module):
+    """Projections ``phi_v`` / ``phi_w`` and the manifold entropy H(M).
+
+    Args:
+        image_dim: width D_v of the image features V.
+        text_dim: width D_w of the text features W.
+        dim: manifold width R.
+        hidden: inner width of both projections (0 means ``dim``).
+        normalize: L2-normalise V and W before projecting.
+        generator: source of the initial weights (a seeded one makes runs reproducible); the global RNG
+            is never consumed.
+    """
+
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        dim: int = 64,
+        hidden: int = 0,
+        normalize: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        if dim <= 0 or hidden < 0:
+            raise ValueError(f"RSM needs DIM > 0 and HIDDEN >= 0, got DIM={dim}, HIDDEN={hidden}")
+        hidden = hidden or dim
+        self.normalize = normalize
+        # Build inside fork_rng so that the default initialisers do not advance the global CPU RNG;
+        # the weights are then overwritten from the dedicated generator.
+        with torch.random.fork_rng(devices=[]):
+            self.phi_v = nn.Sequential(
+                nn.Conv2d(image_dim, hidden, kernel_size=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, dim, kernel_size=1),
+            )
+            self.phi_w = nn.Sequential(
+                nn.Linear(text_dim, hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, dim),
+            )
+        generator = generator if generator is not None else make_generator(None)
+        for layer in (self.phi_v[0], self.phi_v[2], self.phi_w[0], self.phi_w[2]):
+            fan_in = layer.weight[0].numel()
+            _uniform_init_(layer.weight, fan_in, generator)
+            _uniform_init_(layer.bias, fan_in, generator)
+
+    def project_images(self, image_features: torch.Tensor) -> torch.Tensor:
+        """phi_v(V): (N, D_v) -> (N, R) through 1x1 convolutions."""
+        if self.normalize:
+            image_features = F.normalize(image_features, dim=-1)
+        weight_dtype = self.phi_v[0].weight.dtype
+        x = image_features.to(weight_dtype).reshape(image_features.shape[0], -1, 1, 1)
+        return self.phi_v(x).flatten(1)
+
+    def project_texts(self, text_features: torch.Tensor) -> torch.Tensor:
+        """phi_w(W): (C, D_w) -> (C, R)."""
+        if self.normalize:
+            text_features = F.normalize(text_features, dim=-1)
+        return self.phi_w(text_features.to(self.phi_w[0].weight.dtype))
+
+    def manifold(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """M = [phi_w(w_1) .. phi_w(w_C), phi_v(v_1) .. phi_v(v_N)] ((C + N) x R), text rows first."""
+        projected_texts = self.project_texts(text_features)
+        projected_images = self.project_images(image_features)
+        return torch.cat([projected_texts.float(), projected_images.float()], dim=0)
+
+    def entropy_and_max_prob(
+        self, image_features: torch.Tensor, text_features: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(H(M), max_t p_t)`` for one batch; H carries gradients, max p is detached."""
+        return manifold_entropy(self.manifold(image_features, text_features), return_max_prob=True)
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """H(M) for image features V (N x D_v) and text features W (C x D_w)."""
+        return manifold_entropy(self.manifold(image_features, text_features))
+
+
+def build_rsm(cfg, image_dim: int, text_dim: int) -> RSM:
+    """An RSM configured by ``cfg.TRAINER.RSM``, initialised from a generator seeded with ``cfg.SEED``."""
+    rsm_cfg = cfg.TRAINER.RSM
+    return RSM(
+        image_dim=image_dim,
+        text_dim=text_dim,
+        dim=rsm_cfg.DIM,
+        hidden=rsm_cfg.HIDDEN,
+        normalize=rsm_cfg.NORMALIZE,
+        generator=make_generator(cfg.SEED),
+    )

@@ -1,0 +1,10 @@
+"""Simple + RSM (AME): the Simple host plus ``TRAINER.RSM.WEIGHT * H(M)`` (ame.md)."""
+from dassl.engine import TRAINER_REGISTRY
+from trainers.simple import Simple
+
+
+@TRAINER_REGISTRY.register()
+class Simple_RSM(Simple):
+    """Simple with the reconfigured-shared-manifold entropy term."""
+
+    USES_RSM = True
