@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Dict, Iterator, Mapping, Tuple, Union
 
 import torch
@@ -189,7 +190,9 @@ def save_torchscript_archive(state_dict: Mapping[str, torch.Tensor], path: Union
         root.register_buffer("input_resolution", torch.tensor(resolution))
         root.register_buffer("context_length", torch.tensor(tensors["positional_embedding"].shape[0]))
         root.register_buffer("vocab_size", torch.tensor(tensors["token_embedding.weight"].shape[0]))
-    scripted = torch.jit.script(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but is the format
+        scripted = torch.jit.script(root)
     path = os.fspath(path)
     scripted.save(path)
     return path

@@ -200,11 +200,6 @@ def read_weights_file(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     return normalize_state_dict(_read_raw(path), source=path)
 
 
-def _looks_like_path(name: str) -> bool:
-    return os.sep in name or name.endswith((".pt", ".pth", ".bin", ".tar", ".safetensors")) \
-        or name.startswith((".", "~"))
-
-
 def resolve_weights(name_or_path: Union[str, os.PathLike], *, download: bool = True,
                     download_root: Optional[str] = None,
                     fetch: Optional[Fetcher] = None) -> str:
@@ -214,10 +209,9 @@ def resolve_weights(name_or_path: Union[str, os.PathLike], *, download: bool = T
     if os.path.isfile(expanded):
         return expanded
     if name not in _MODELS:
-        if _looks_like_path(name):
-            raise WeightsNotFoundError(f"CLIP weights file not found: {expanded}")
         raise WeightsNotFoundError(
-            f"unknown CLIP model {name!r} and no file by that name; known models: {available_models()}")
+            f"CLIP weights file not found: {os.path.abspath(expanded)} ({name!r} is neither an "
+            f"existing file nor one of the known models {available_models()})")
     filename = model_filename(name)
     dirs = search_dirs()
     if download_root:

@@ -86,7 +86,10 @@ def read_fewshot_cache(path: str, dataset_dir: str, dataset_name: str) -> Dict[s
     for key in ("train", "val"):
         if key in data:
             entries = _parse_entries(data[key], path, key, dataset_name)
-            check_entries_exist(entries, dataset_dir, f"few-shot cache {path}", dataset_name)
+            try:
+                check_entries_exist(entries, dataset_dir, f"few-shot cache {path}", dataset_name)
+            except UserError as exc:
+                raise UserError(f"{exc}\nIf the images moved, delete {path} to sample again.") from None
             out[key] = entries_to_items(entries, dataset_dir)
     return out
 

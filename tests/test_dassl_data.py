@@ -228,3 +228,28 @@ def test_data_manager_builds_loaders_and_prints_table(tmp_path, capsys):
     assert len(dm.train_loader_x) == 3 and dm.val_loader is not None and dm.train_loader_u is None
     table = capsys.readouterr().out
     assert "Dataset    ToyFolder" in table and "# train_x  12" in table and "# test     6" in table
+
+
+def test_datum_pickle_cache_loads_safely(files, tmp_path):
+    import os
+    import pickle
+
+    from dassl.data.datasets import load_datum_pickle
+
+    items = labelled(files(3), [0, 1, 1])
+    cache = tmp_path / "shot_2-seed_1.pkl"
+    with open(cache, "wb") as f:
+        pickle.dump({"train": items, "val": items[:1]}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    loaded = load_datum_pickle(str(cache))
+    assert [(d.impath, d.label, d.classname) for d in loaded["train"]] == \
+        [(d.impath, d.label, d.classname) for d in items]
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"train": [Exploit()]}))
+    with pytest.raises(Exception, match="evil.pkl"):
+        load_datum_pickle(str(evil))
+    assert not (tmp_path / "pwned").exists()

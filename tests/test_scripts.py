@@ -81,3 +81,35 @@ def test_odd_extra_opts_rejected(tmp_path):
 def test_run_all_rejects_unknown_protocol():
     res = run_script("run_all.sh", "fewshot")
     assert res.returncode == 2 and "usage: scripts/run_all.sh" in res.stderr
+
+
+def test_base2new_script_end_to_end(tmp_path):
+    """One real run through the script and train.py on a fake dataset with tiny weights."""
+    from tests.trainers_tiny_setup import make_world
+    from tools import parse_results
+
+    world = make_world(tmp_path)
+    student, teacher = world["weights"]
+    env = {
+        "DATA": world["root"], "OUTPUT_ROOT": str(tmp_path / "out"), "TEACHER_ROOT": world["teacher_root"],
+        "TRAINER": "PromptKD_RSM", "RUN_TAG": "tiny",
+        "EXTRA_OPTS": (f"MODEL.BACKBONE.WEIGHTS {student} TRAINER.PROMPTKD.TEACHER_WEIGHTS {teacher} "
+                       "INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 "
+                       "DATALOADER.TRAIN_X.BATCH_SIZE 4 TRAINER.PROMPTKD.PROMPT_DEPTH_VISION 2 "
+                       "TRAINER.PROMPTKD.PROMPT_DEPTH_TEXT 2 TRAINER.RSM.DIM 8 USE_CUDA False"),
+    }
+    res = run_script("base2new_train.sh", "oxford_pets", "1", env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    run_dir = (tmp_path / "out/base2new/train_base/oxford_pets/shots_16/PromptKD_RSM/"
+               "vit_b16_c2_ep20_batch8_4+4ctx_tiny/seed1")
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["trainer"] == "PromptKD_RSM" and record["protocol"] == "base2novel"
+    assert record["shots"] == 16 and record["seed"] == 1
+    log = (run_dir / "log.txt").read_text()
+    assert "'TRAINER.PROMPTKD.KD_WEIGHT', '1000.0'" in log  # oxford_pets default weight
+
+    again = run_script("base2new_train.sh", "oxford_pets", "1", env=env)
+    assert again.returncode == 0 and "Skipping" in again.stdout
+
+    groups = parse_results.group_runs(parse_results.load_results(tmp_path / "out"))
+    assert [g.key.config for g in groups] == ["vit_b16_c2_ep20_batch8_4+4ctx_tiny"]

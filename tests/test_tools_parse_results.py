@@ -86,7 +86,7 @@ def test_markdown_has_partial_average_label_and_no_11_average(tree):
     assert "Average (11)" not in text
     # average of Pets (92, 82) and DTD (70, 50) -> 81, 66
     assert "| 81.00 | 66.00 | " in text
-    assert "Average over targets (1 datasets" in text
+    assert "Average over targets (1 dataset," in text
     assert "best-on-base checkpoint" in text and "last epoch" in text
 
 

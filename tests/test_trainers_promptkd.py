@@ -69,41 +69,13 @@ def test_trainable_rule():
     assert not is_student_trainable("logit_scale")
 
 
-def test_rsm_weight_zero_equals_promptkd(world, tmp_path):
-    host, host_losses = _run(world, "PromptKD", tmp_path / "pkd")
-    off, off_losses = _run(world, "PromptKD_RSM", tmp_path / "off", opts=["TRAINER.RSM.WEIGHT", 0.0])
-    on, on_losses = _run(world, "PromptKD_RSM", tmp_path / "on")
-
-    assert [s["loss"] for s in host_losses] == [s["loss"] for s in off_losses]
-    assert len(host_losses) == 2
-    host_state, off_state = host.student.state_dict(), off.student.state_dict()
-    assert set(off_state) - set(host_state) == {k for k in off_state if k.startswith("rsm.")} != set()
-    for key, value in host_state.items():
-        assert torch.equal(value, off_state[key]), key
-    # the RSM term changes the run when switched on, and its log items are reported
-    assert on_losses[0]["loss"] != host_losses[0]["loss"]
-    assert set(on_losses[0]) == {"loss", "kd", "rsm", "H", "max_p"}
-    first = on_losses[0]
-    assert first["loss"] == pytest.approx(first["kd"] + first["rsm"], rel=1e-5)
-    assert first["rsm"] == pytest.approx(50.0 * first["H"], rel=1e-5)
-    assert 0 < first["H"] <= math.log(4 + tiny.NUM_CLASSES) + 1e-5
-    assert first["kd"] == pytest.approx(host_losses[0]["loss"], rel=1e-5)
-
-    # trainable sets and PromptKD's checkpoint layout
-    assert {n for n, p in host.student.named_parameters() if p.requires_grad} == PROMPTKD_TRAINABLE
-    assert {n for n, p in on.student.named_parameters() if p.requires_grad} == PROMPTKD_TRAINABLE | RSM_TRAINABLE
-    ckpt = torch.load(tmp_path / "pkd" / "VLPromptLearner" / "model-best.pth.tar", weights_only=False)
-    assert set(ckpt) >= {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
-    keys = set(ckpt["state_dict"])
-    assert PROMPTKD_TRAINABLE <= keys
-    assert {"logit_scale", "image_encoder.conv1.weight", "image_encoder.proj",
-            "VPT_image_trans.conv1.1.running_mean", "VPT_image_trans.conv1.1.num_batches_tracked"} <= keys
-    assert not any(k.startswith(("text_encoder", "prompt_learner", "transformer.")) for k in keys)
-    rsm_ckpt = torch.load(tmp_path / "off" / "VLPromptLearner" / "model.pth.tar-1", weights_only=False)
-    assert RSM_TRAINABLE <= set(rsm_ckpt["state_dict"])
-
-
-def test_text_features_computed_once_and_results_written(world, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def runs(world, tmp_path_factory):
+    """Three 1-epoch runs with seed 1 (PromptKD, PromptKD_RSM with WEIGHT 0, PromptKD_RSM with the
+    default weight, the last one for 2 epochs), counting the teacher's text-encoder calls of the last."""
+    out = tmp_path_factory.mktemp("runs")
+    host = _run(world, "PromptKD", out / "pkd")
+    off = _run(world, "PromptKD_RSM", out / "off", opts=["TRAINER.RSM.WEIGHT", 0.0])
     calls = []
     original_forward = promptsrc_model.TextEncoder.forward
 
@@ -111,12 +83,57 @@ def test_text_features_computed_once_and_results_written(world, tmp_path, monkey
         calls.append(prompts.shape[0])
         return original_forward(self, prompts, tokenized_prompts)
 
-    monkeypatch.setattr(promptsrc_model.TextEncoder, "forward", counting_forward)
-    trainer, losses = _run(world, "PromptKD_RSM", tmp_path / "run", opts=["OPTIM.MAX_EPOCH", 2])
-    assert calls == [tiny.NUM_CLASSES]  # once, at build time, for all classes; never per batch or test
+    promptsrc_model.TextEncoder.forward = counting_forward
+    try:
+        on = _run(world, "PromptKD_RSM", out / "on", opts=["OPTIM.MAX_EPOCH", 2])
+    finally:
+        promptsrc_model.TextEncoder.forward = original_forward
+    return {"out": out, "host": host, "off": off, "on": on, "text_calls": calls}
+
+
+def test_rsm_weight_zero_equals_promptkd(runs):
+    (host, host_losses), (off, off_losses) = runs["host"], runs["off"]
+    assert len(host_losses) == 2
+    assert [s["loss"] for s in host_losses] == [s["loss"] for s in off_losses]
+    host_state, off_state = host.student.state_dict(), off.student.state_dict()
+    assert set(off_state) - set(host_state) == {k for k in off_state if k.startswith("rsm.")} != set()
+    for key, value in host_state.items():
+        assert torch.equal(value, off_state[key]), key
+
+
+def test_rsm_term_is_added_and_logged(runs):
+    host_losses, on_losses = runs["host"][1], runs["on"][1]
+    first = on_losses[0]
+    assert set(first) == {"loss", "kd", "rsm", "H", "max_p"}
+    assert first["kd"] == pytest.approx(host_losses[0]["loss"], rel=1e-5)  # same first batch and weights
+    assert first["loss"] == pytest.approx(first["kd"] + first["rsm"], rel=1e-5)
+    assert first["rsm"] == pytest.approx(50.0 * first["H"], rel=1e-5)
+    assert 0 < first["H"] <= math.log(4 + tiny.NUM_CLASSES) + 1e-5
+    assert 1 / (4 + tiny.NUM_CLASSES) - 1e-6 <= first["max_p"] <= 1
+    assert on_losses[1]["loss"] != host_losses[1]["loss"]
+
+
+def test_trainable_sets_and_checkpoint_layout(runs):
+    host, on, out = runs["host"][0], runs["on"][0], runs["out"]
+    assert {n for n, p in host.student.named_parameters() if p.requires_grad} == PROMPTKD_TRAINABLE
+    assert {n for n, p in on.student.named_parameters() if p.requires_grad} == PROMPTKD_TRAINABLE | RSM_TRAINABLE
+    ckpt = torch.load(out / "pkd" / "VLPromptLearner" / "model-best.pth.tar", weights_only=False)
+    assert set(ckpt) >= {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
+    keys = set(ckpt["state_dict"])
+    assert PROMPTKD_TRAINABLE <= keys
+    assert {"logit_scale", "image_encoder.conv1.weight", "image_encoder.proj",
+            "VPT_image_trans.conv1.1.running_mean", "VPT_image_trans.conv1.1.num_batches_tracked"} <= keys
+    assert not any(k.startswith(("text_encoder", "prompt_learner", "transformer.", "rsm.")) for k in keys)
+    rsm_ckpt = torch.load(out / "off" / "VLPromptLearner" / "model.pth.tar-1", weights_only=False)
+    assert RSM_TRAINABLE <= set(rsm_ckpt["state_dict"])
+
+
+def test_text_features_computed_once_and_results_written(runs):
+    trainer, losses = runs["on"]
+    assert runs["text_calls"] == [tiny.NUM_CLASSES]  # once, at build time; never per batch or test
     assert len(losses) == 4
 
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = json.loads((runs["out"] / "on" / "results.json").read_text())
     assert results["trainer"] == "PromptKD_RSM" and results["protocol"] == "base2novel"
     assert results["seed"] == 1 and len(results["config_hash"]) == 12
     val_history = trainer._val_by_epoch
@@ -126,12 +143,18 @@ def test_text_features_computed_once_and_results_written(world, tmp_path, monkey
     best_epoch = max(val_history, key=lambda e: (val_history[e], -e))
     assert best["epoch"] == best_epoch and best["base"] == pytest.approx(val_history[best_epoch], abs=1e-3)
     for entry in (best, last):
-        expected_hm = 2 * entry["base"] * entry["new"] / (entry["base"] + entry["new"]) if entry["base"] + entry["new"] else 0
+        total = entry["base"] + entry["new"]
+        expected_hm = 2 * entry["base"] * entry["new"] / total if total else 0.0
         assert entry["hm"] == pytest.approx(expected_hm, abs=1e-3)
 
 
-def test_test_scores_each_split_against_its_class_slice(world, tmp_path):
-    trainer, _ = _run(world, "PromptKD", tmp_path / "eval", train=False)
+@pytest.fixture(scope="module")
+def untrained(world, tmp_path_factory):
+    return _run(world, "PromptKD", tmp_path_factory.mktemp("untrained"), train=False)[0]
+
+
+def test_test_scores_each_split_against_its_class_slice(untrained):
+    trainer = untrained
     seen = []
     original = trainer.student_logits
 
@@ -146,8 +169,8 @@ def test_test_scores_each_split_against_its_class_slice(world, tmp_path):
     assert seen == [n_base, tiny.NUM_CLASSES - n_base]
 
 
-def test_load_model_drops_token_buffers_and_reports_keys(world, tmp_path, capsys):
-    trainer, _ = _run(world, "PromptKD", tmp_path / "load", train=False)
+def test_load_model_drops_token_buffers_and_reports_keys(untrained, tmp_path, capsys):
+    trainer = untrained
     folder = tmp_path / "saved" / "VLPromptLearner"
     folder.mkdir(parents=True)
     state = {k: v.clone() for k, v in trainer.student.state_dict().items()}
@@ -165,3 +188,17 @@ def test_load_model_drops_token_buffers_and_reports_keys(world, tmp_path, capsys
     assert torch.equal(trainer.student.image_encoder.VPT, state["image_encoder.VPT"])
     with pytest.raises(FileNotFoundError, match="Model not found"):
         trainer.load_model(str(tmp_path / "nowhere"))
+
+
+def test_cross_protocol_uses_all_classes_and_writes_accuracy(world, tmp_path):
+    import shutil
+
+    xd = os.path.join(world["teacher_root"], "ImageNet-xd", "VLPromptLearner_large", "model.pth.tar-20")
+    os.makedirs(os.path.dirname(xd), exist_ok=True)
+    shutil.copy(world["teacher_ckpt"], xd)
+    trainer, _ = _run(world, "PromptKD", tmp_path / "xd", opts=["TRAINER.MODAL", "cross"])
+    assert trainer.text_features.shape[0] == tiny.NUM_CLASSES
+    results = json.loads((tmp_path / "xd" / "results.json").read_text())
+    assert results["protocol"] == "cross"
+    assert set(results["best"]) == set(results["last"]) == {"epoch", "accuracy"}
+    assert results["last"]["accuracy"] == pytest.approx(trainer._val_by_epoch[1], abs=1e-3)

@@ -256,7 +256,7 @@ def format_base2new_table(setting: Setting, rows: dict[str, dict], which: str) -
         lines.append(f"| **Average (11)** | | {_pm(avg['base'])} | {_pm(avg['new'])} | {_pm(avg['hm'])} |")
     if rows and len(main) != len(BASE2NEW_DATASETS):
         avg = average_base2new(rows)
-        lines.append(f"| Average over present ({avg['count']} datasets, not the 11-dataset average) | | "
+        lines.append(f"| Average over present ({_count(avg['count'])}, not the 11-dataset average) | | "
                      f"{_pm(avg['base'])} | {_pm(avg['new'])} | {_pm(avg['hm'])} |")
     return "\n".join(lines)
 
@@ -270,9 +270,13 @@ def format_cross_table(setting: Setting, rows: dict[str, dict], which: str) -> s
         lines.append(f"| {name} | {_seeds(s)} | {_pm(s['accuracy'], s['accuracy_std'])} |")
     targets = [s["accuracy"] for d, s in rows.items() if d != CROSS_SOURCE]
     if targets:
-        lines.append(f"| Average over targets ({len(targets)} datasets, {CROSS_SOURCE} excluded) | | "
+        lines.append(f"| Average over targets ({_count(len(targets))}, {CROSS_SOURCE} excluded) | | "
                      f"{_pm(sum(targets) / len(targets))} |")
     return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n} dataset" if n == 1 else f"{n} datasets"
 
 
 def _which_label(which: str) -> str:

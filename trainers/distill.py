@@ -134,6 +134,8 @@ class DistillTrainer(TrainerX):
 
         self.teacher = build_teacher(cfg, classnames, device=self.device)
         self._check_input_size(self.teacher.model.image_encoder, "teacher")
+        if self.device.type == "cuda" and self.precision.autocast_dtype is not None:
+            self.teacher.cast_image_tower(self.precision.autocast_dtype)
         teacher_dim = self.teacher.text_features.shape[1]
 
         print("Building custom CLIP")

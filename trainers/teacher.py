@@ -200,6 +200,14 @@ class Teacher(nn.Module):
         self.text_features = F.normalize(features, dim=-1)
         return self.text_features
 
+    def cast_image_tower(self, dtype: torch.dtype) -> None:
+        """Store the frozen image tower in ``dtype`` (e.g. fp16 under fp16 autocast on CUDA).
+
+        The teacher is never trained, so it needs no float32 master weights; a half-precision copy saves
+        the per-step weight casts of autocast and half the memory. Cached text features stay float32.
+        """
+        self.model.image_encoder.to(dtype)
+
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.detach().exp()

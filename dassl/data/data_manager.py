@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
-from dassl.utils.tools import read_image
+from dassl.utils.tools import UserError, read_image
 
 from .datasets import build_dataset
 from .samplers import build_sampler
@@ -47,6 +47,10 @@ class DataManager:
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None,
                  protocol: Optional[str] = None):
         dataset = build_dataset(cfg, protocol=protocol)
+        for split in ("train_x", "test"):
+            if not getattr(dataset, split):
+                raise UserError(f"Dataset {cfg.DATASET.NAME} (DATASET.ROOT={cfg.DATASET.ROOT!r}) "
+                                f"has an empty {split} split")
 
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)

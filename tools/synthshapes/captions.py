@@ -22,6 +22,9 @@ CAPTION_TEMPLATES = (
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 
+TEMPLATE_MENTIONS_SIZE = tuple("{size}" in t for t in CAPTION_TEMPLATES)
+
+
 def class_name(color: str, shape: str) -> str:
     """Downstream class name, read naturally in a prompt: 'red triangle'."""
     return f"{color} {shape}"

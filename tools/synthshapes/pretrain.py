@@ -97,17 +97,30 @@ def _batch(step: int, settings: PretrainSettings, caption_ids: torch.Tensor):
     template = torch.randint(0, len(cap.CAPTION_TEMPLATES), (settings.batch_size,), generator=gen)
     images = normalize_images(render_shifted(shape, color, size, gen, "clean"))
     rows = cap.caption_index(template, shape, color, size)
-    return images, caption_ids[rows], rows
+    return images, caption_ids[rows], caption_matches(shape, color, size, template)
 
 
-def contrastive_loss(model, images: torch.Tensor, text_ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE; identical captions in a batch count as positives of each other."""
+def caption_matches(shape: torch.Tensor, color: torch.Tensor, size: torch.Tensor,
+                    template: torch.Tensor) -> torch.Tensor:
+    """(n, n) bool: caption j truly describes image i (same shape and colour; same size if it names one).
+
+    Counting every true caption as a positive, instead of only the paired one, removes the false
+    negatives that a batch of 256 over 100 colour x shape pairs is full of.
+    """
+    names_size = torch.tensor(cap.TEMPLATE_MENTIONS_SIZE)[template]
+    same = (shape[:, None] == shape[None, :]) & (color[:, None] == color[None, :])
+    return same & (~names_size[None, :] | (size[:, None] == size[None, :]))
+
+
+def contrastive_loss(model, images: torch.Tensor, text_ids: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with soft targets spread over all true captions / all described images."""
     img = F.normalize(model.encode_image(images).float(), dim=-1)
     txt = F.normalize(model.encode_text(text_ids).float(), dim=-1)
     logits = model.logit_scale.exp().float() * img @ txt.t()
-    same = (rows[:, None] == rows[None, :]).float()
-    targets = same / same.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+    pos = matches.float()
+    image_to_text = F.cross_entropy(logits, pos / pos.sum(1, keepdim=True))
+    text_to_image = F.cross_entropy(logits.t(), (pos / pos.sum(0, keepdim=True)).t())
+    return 0.5 * (image_to_text + text_to_image)
 
 
 @torch.no_grad()
@@ -186,9 +199,9 @@ def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None,
     while step < settings.steps:
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, settings)
-        images, text_ids, rows = (t.to(device) for t in _batch(step, settings, caption_ids))
+        images, text_ids, matches = (t.to(device) for t in _batch(step, settings, caption_ids))
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings.bf16):
-            loss = contrastive_loss(model, images, text_ids, rows)
+            loss = contrastive_loss(model, images, text_ids, matches)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,5 +1,5 @@
 """Dataset registry and the base classes every reader builds on."""
-from .base_dataset import DatasetBase, Datum, MissingImageError
+from .base_dataset import DatasetBase, Datum, MissingImageError, load_datum_pickle
 from .build import DATASET_REGISTRY, build_dataset
 
-__all__ = ["DATASET_REGISTRY", "build_dataset", "Datum", "DatasetBase", "MissingImageError"]
+__all__ = ["DATASET_REGISTRY", "build_dataset", "Datum", "DatasetBase", "MissingImageError", "load_datum_pickle"]

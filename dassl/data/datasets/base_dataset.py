@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -58,6 +59,31 @@ class Datum:
     def __repr__(self) -> str:
         return (f"Datum(impath={self._impath!r}, label={self._label}, domain={self._domain}, "
                 f"classname={self._classname!r})")
+
+
+class _DatumUnpickler(pickle.Unpickler):
+    """Unpickles only `Datum` objects and plain containers (few-shot caches, ``preprocessed.pkl``)."""
+
+    def find_class(self, module: str, name: str):
+        if name == "Datum" and module == __name__:
+            return Datum
+        if module in ("builtins", "__builtin__") and name in ("list", "dict", "tuple", "set", "frozenset"):
+            return getattr(__import__("builtins"), name)
+        if module == "collections" and name in ("OrderedDict", "defaultdict"):
+            return OrderedDict if name == "OrderedDict" else defaultdict
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only Datum objects are expected")
+
+
+def load_datum_pickle(fpath: str):
+    """Read a pickle of `Datum` lists/dicts (Dassl's few-shot cache format) without running code.
+
+    Any other pickled class is refused with an error naming the file.
+    """
+    try:
+        with open(fpath, "rb") as f:
+            return _DatumUnpickler(f).load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(f'Cannot read "{fpath}": {exc}') from None
 
 
 class DatasetBase:

@@ -67,8 +67,7 @@ def build_transform(cfg, is_train: bool = True, choices: Optional[Sequence[str]]
         choices = cfg.INPUT.TRANSFORMS
     _check_choices(choices)
 
-    expected = len(cfg.INPUT.PIXEL_MEAN) == 3 and len(cfg.INPUT.PIXEL_STD) == 3
-    if not expected:
+    if len(cfg.INPUT.PIXEL_MEAN) != 3 or len(cfg.INPUT.PIXEL_STD) != 3:
         raise ValueError("INPUT.PIXEL_MEAN and INPUT.PIXEL_STD must have 3 values each, got "
                          f"{cfg.INPUT.PIXEL_MEAN} and {cfg.INPUT.PIXEL_STD}")
     normalize = Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
