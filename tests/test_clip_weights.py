@@ -86,17 +86,17 @@ def test_torchscript_archive_metadata_keys_are_dropped(tmp_path, tiny_sd):
     assert "input_resolution" not in state and state["visual.proj"].dtype == torch.float16
 
 
-def test_search_order_local_clip_dir_first(isolated_dirs, tiny_sd, tmp_path):
+def test_search_order_local_clip_dir_first(isolated_dirs, tiny_sd, tmp_path, monkeypatch):
     work, home = isolated_dirs
     clip_home = tmp_path / "clip_home"
     for folder, seed in ((work / "clip", 1), (clip_home, 2), (home / ".cache" / "clip", 3)):
         folder.mkdir(parents=True)
         torch.save(preset_state_dict("tiny", seed=seed), folder / "ViT-B-16.pt")
-    os.environ["CLIP_HOME"] = str(clip_home)
+    monkeypatch.setenv("CLIP_HOME", str(clip_home))
     assert clip.resolve_weights("ViT-B/16") == os.path.join(str(work), "clip", "ViT-B-16.pt")
     os.remove(work / "clip" / "ViT-B-16.pt")
     assert clip.resolve_weights("ViT-B/16") == os.path.join(str(clip_home), "ViT-B-16.pt")
-    del os.environ["CLIP_HOME"]
+    monkeypatch.delenv("CLIP_HOME")
     assert clip.resolve_weights("ViT-B/16") == os.path.join(str(home), ".cache", "clip", "ViT-B-16.pt")
     state = clip.load_state_dict("ViT-B/16")
     assert torch.equal(state["visual.proj"], preset_state_dict("tiny", seed=3)["visual.proj"])

@@ -52,3 +52,23 @@ def test_simple_rsm_trains_projector_and_rsm_and_keeps_backbone_frozen(world, tm
     assert set(summaries[0]) == {"loss", "kd", "rsm", "H", "max_p"}
     results = json.loads((tmp_path / "simple_rsm" / "results.json").read_text())
     assert results["trainer"] == "Simple_RSM" and set(results["best"]) == {"epoch", "base", "new", "hm"}
+
+
+@pytest.mark.parametrize("trainer", ["PromptKD", "PromptKD_RSM", "Simple", "Simple_RSM"])
+def test_trainer_configs_merge_with_project_keys(trainer):
+    import glob
+    import os
+
+    from dassl.config import get_cfg_default
+    from trainers.config import extend_cfg
+
+    files = sorted(glob.glob(os.path.join("configs", "trainers", trainer, "*.yaml")))
+    assert len(files) == 2  # base-to-new and cross-dataset
+    for path in files:
+        cfg = extend_cfg(get_cfg_default())
+        cfg.merge_from_file(path)
+        assert cfg.TRAINER.PROMPTKD.TEACHER_NAME == "ViT-L/14" and cfg.OPTIM.MAX_EPOCH == 20
+        assert cfg.TRAINER.RSM.WEIGHT == 50.0 and cfg.TRAINER.RSM.DIM == 64
+        assert cfg.MODEL.BACKBONE.WEIGHTS == "" and cfg.TRAINER.PROMPTKD.TEACHER_ROOT == "./teacher_model"
+        if trainer.startswith("PromptKD"):
+            assert cfg.TRAINER.PROMPTKD.PROMPT_DEPTH_VISION == (3 if "cross" in path else 9)

@@ -280,7 +280,7 @@ class DistillTrainer(TrainerX):
         self._report_and_write(best_epoch, best_base, best_new, last)
 
     def _evaluate_last_epoch_model(self) -> dict:
-        epoch = self.epoch + 1
+        epoch = self.max_epoch  # training always ends after MAX_EPOCH epochs (also when resumed)
         print(f"=> Evaluating the last-epoch model (epoch {epoch}) before deploying the final model")
         base = self._val_by_epoch.get(epoch)
         if base is None:
