@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (imported for registration)
     oxford_pets,
     stanford_cars,
     sun397,
+    synth_shapes,
     ucf101,
 )
 from .templates import CUSTOM_TEMPLATES, IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_SELECT, get_template  # noqa: F401
@@ -36,4 +37,7 @@ DATASET_KEYS = {
     "ImageNetSketch": "imagenet_sketch",
     "ImageNetA": "imagenet_a",
     "ImageNetR": "imagenet_r",
+    "SynthShapes": "synth_shapes_clean",
+    "SynthShapesNoisy": "synth_shapes_noisy",
+    "SynthShapesTextured": "synth_shapes_textured",
 }
