@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -56,6 +57,22 @@ def _expected_meta(variant: str, counts: dict, num_classes: int, seed: int) -> d
             "num_classes": num_classes, "seed": seed}
 
 
+def _clear_previous(dataset_dir: Path) -> None:
+    """Remove an older rendering (images, split, few-shot caches) before writing a new one.
+
+    Only folders this writer made (they hold its metadata file) are cleared; anything else stops.
+    """
+    if not dataset_dir.exists() or not any(dataset_dir.iterdir()):
+        return
+    if not (dataset_dir / META_FILE).is_file():
+        raise FileExistsError(f"{dataset_dir} exists but was not written by the SynthShapes writer "
+                              f"(no {META_FILE}); move it away or choose another data root")
+    for name in ("images", "split_fewshot"):
+        shutil.rmtree(dataset_dir / name, ignore_errors=True)
+    for name in (SPLIT_FILE, META_FILE):
+        (dataset_dir / name).unlink(missing_ok=True)
+
+
 def write_dataset(root: str | Path, variant: str, counts: dict | None = None,
                   num_classes: int = NUM_CLASSES, seed: int | None = None, force: bool = False) -> Path:
     """Render and write one variant under `root`; returns its dataset folder.
@@ -70,6 +87,7 @@ def write_dataset(root: str | Path, variant: str, counts: dict | None = None,
     if not force and meta_path.is_file() and (dataset_dir / SPLIT_FILE).is_file():
         if json.loads(meta_path.read_text()) == meta:
             return dataset_dir
+    _clear_previous(dataset_dir)
     image_dir = dataset_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
