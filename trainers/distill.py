@@ -21,7 +21,6 @@ What every distillation trainer does here:
 from __future__ import annotations
 
 import math
-import os.path as osp
 from typing import Dict, Optional
 
 import torch
@@ -32,8 +31,7 @@ from tqdm import tqdm
 import clip
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_checkpoint, load_pretrained_weights
-from dassl.utils.torchtools import CheckpointNotFoundError
+from dassl.utils import UserError, load_pretrained_weights
 from trainers.losses import kd_loss
 from trainers.results import base2novel_entry, build_results, cross_entry, write_results
 from trainers.rsm import build_rsm
@@ -93,6 +91,8 @@ class DistillTrainer(TrainerX):
 
     DISTILLS = True
     USES_RSM = False  # subclasses with the RSM term set True
+    # PromptKD's load_model drops the token buffers and loads non-strictly (see TrainerBase.load_model).
+    CHECKPOINT_IGNORED_KEYS = TOKEN_BUFFER_KEYS
 
     # ----------------------------------------------------------------- hooks for subclasses
     def build_student(self, cfg, teacher_dim: int) -> nn.Module:
@@ -310,23 +310,12 @@ class DistillTrainer(TrainerX):
         print(f"Results written to {path}")
 
     # ----------------------------------------------------------------- checkpoints
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Load student weights like PromptKD (token buffers dropped, non-strict) and report mismatches."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            path = osp.join(directory, name, filename)
-            if not osp.exists(path):
-                raise CheckpointNotFoundError(f'Model not found at "{path}"')
-            checkpoint = load_checkpoint(path)
-            state_dict = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
-            state_dict = {k: v for k, v in state_dict.items() if k not in TOKEN_BUFFER_KEYS}
-            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
-            result = self._models[name].load_state_dict(state_dict, strict=False)
-            if result.missing_keys:
-                print(f"WARNING: keys missing from the checkpoint (left as built): {result.missing_keys}")
-            if result.unexpected_keys:
-                print(f"WARNING: unexpected keys in the checkpoint (ignored): {result.unexpected_keys}")
-            self._loaded_checkpoint = {"epoch": checkpoint.get("epoch"), "val_result": checkpoint.get("val_result")}
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> Dict[str, dict]:
+        """PromptKD's load (token buffers dropped, non-strict, mismatches reported; see TrainerBase).
+
+        Keeps the student checkpoint's epoch and val result for results.json's best-on-base entry.
+        """
+        loaded = super().load_model(directory, epoch)
+        if STUDENT_MODEL_NAME in loaded:
+            self._loaded_checkpoint = loaded[STUDENT_MODEL_NAME]
+        return loaded

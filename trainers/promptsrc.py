@@ -29,7 +29,6 @@ Decisions on quirks:
 from __future__ import annotations
 
 import math
-import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -39,13 +38,12 @@ from torch import nn
 import clip
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_checkpoint, load_pretrained_weights
+from dassl.utils import UserError, load_pretrained_weights
 from datasets.templates import IMAGENET_TEMPLATES
-from trainers.promptsrc_model import PromptedCLIP, is_promptsrc_trainable, ivlp_design_details
+from trainers.promptsrc_model import TOKEN_BUFFER_KEYS, PromptedCLIP, is_promptsrc_trainable, ivlp_design_details
 from trainers.teacher import load_clip_state_dict
 
 MODEL_NAME = "VLPromptLearner"
-TOKEN_BUFFER_KEYS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
 
@@ -129,6 +127,9 @@ class PromptSRCCLIP(PromptedCLIP):
 @TRAINER_REGISTRY.register()
 class PromptSRC(TrainerX):
     """Supervised PromptSRC training (CE + self-regularisation + GPA); see the module docstring."""
+
+    # Token buffers are rebuilt from the current class names, so `load_model` drops them (PromptSRC).
+    CHECKPOINT_IGNORED_KEYS = TOKEN_BUFFER_KEYS
 
     def check_cfg(self, cfg) -> None:
         if cfg.TRAINER.PROMPTSRC.PREC not in PRECISIONS:
@@ -220,25 +221,6 @@ class PromptSRC(TrainerX):
         print("Using GPA model for final inference...")
         for name, param in self._prompt_tensors().items():
             param.copy_(self.gpa_sum[name].to(param.dtype))
-
-    # ------------------------------------------------------------------ evaluation / loading
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Load a saved model; token buffers are rebuilt from the current class names (not loaded)."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        fname = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            path = osp.join(directory, name, fname)
-            if not osp.exists(path):
-                raise UserError(f'Model not found at "{path}"')
-            checkpoint = load_checkpoint(path)
-            state_dict = {k: v for k, v in checkpoint["state_dict"].items() if k not in TOKEN_BUFFER_KEYS}
-            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
-            result = self._models[name].load_state_dict(state_dict, strict=False)
-            missing = [k for k in result.missing_keys if k not in TOKEN_BUFFER_KEYS]
-            if missing or result.unexpected_keys:
-                print(f"WARNING: missing keys {missing}; unexpected keys {result.unexpected_keys}")
 
 
 __all__ = ["PromptSRC", "PromptSRCCLIP", "gaussian_weights", "template_text_features"]

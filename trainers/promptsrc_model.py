@@ -11,6 +11,8 @@ Public API (key names match PromptSRC / PromptKD checkpoints, promptkd.md §4.4,
   token, padding), and the non-persistent buffer ``tokenized_prompts`` [n_cls, L]. ``forward()`` returns
   the prompt embeddings [n_cls, L, D] = [SOS, ctx, suffix] in label order. PromptSRC puts its frozen
   zero-shot vision tower at ``prompt_learner.ZS_image_encoder``; callers may attach it there.
+- ``TOKEN_BUFFER_KEYS``: the state-dict keys of the frozen token buffers, dropped when a checkpoint is
+  loaded (the buffers are rebuilt from the current class names).
 - ``TextEncoder(clip_model)``: owns ``positional_embedding``, ``transformer``, ``ln_final``,
   ``text_projection`` (state-dict keys ``text_encoder.*``); ``forward(prompts, tokenized_prompts)``
   returns unnormalised text features [n, E].
@@ -35,6 +37,15 @@ import clip
 
 CTX_INIT_MAX_TOKENS = 4  # PromptSRC initialises ctx from CTX_INIT only when n_ctx <= 4
 CTX_INIT_STD = 0.02
+# Frozen token-embedding buffers of the prompt learner, rebuilt from the current class names, so every
+# loader drops them from a checkpoint. PromptSRC saves ``token_prefix`` / ``token_suffix``; PromptKD's
+# checkpoints may also hold ``token_prefix2`` / ``token_suffix2`` (promptkd.md §4.3).
+TOKEN_BUFFER_KEYS = (
+    "prompt_learner.token_prefix",
+    "prompt_learner.token_prefix2",
+    "prompt_learner.token_suffix",
+    "prompt_learner.token_suffix2",
+)
 
 
 def ivlp_design_details(n_ctx_vision: int, n_ctx_text: int, depth_vision: int, depth_text: int) -> dict:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Optional
+
+from dassl.utils import write_json
 
 RESULTS_FILENAME = "results.json"
 PROTOCOLS = ("base2novel", "cross")
@@ -22,8 +23,21 @@ def harmonic_mean(base: float, new: float) -> float:
     return 0.0 if total == 0 else 2.0 * base * new / total
 
 
+# Keys that name where or with which seed a run happens, not what it does: left out of the hash so
+# that the seeds of one configuration share it.
+RUN_SPECIFIC_KEYS = ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT")
+
+
 def config_hash(cfg) -> str:
-    """First 12 hex characters of sha256(str(cfg))."""
+    """First 12 hex characters of sha256 of the config printout, without the run-specific keys."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key in RUN_SPECIFIC_KEYS:
+        node, _, leaf = key.rpartition(".")
+        parent = cfg
+        for part in filter(None, node.split(".")):
+            parent = parent[part]
+        parent[leaf] = None
     return hashlib.sha256(str(cfg).encode("utf-8")).hexdigest()[:12]
 
 
@@ -60,18 +74,8 @@ def build_results(cfg, protocol: str, best: dict, last: dict, trainer: Optional[
 
 def write_results(output_dir: str, results: dict) -> str:
     """Write ``results`` to ``<output_dir>/results.json`` atomically; returns the path."""
-    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, RESULTS_FILENAME)
-    handle, tmp_path = tempfile.mkstemp(prefix=".results.", suffix=".json.tmp", dir=output_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(results, stream, indent=2)
-            stream.write("\n")
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    write_json(results, path)
     return path
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 import clip
 from dassl.utils import UserError, load_checkpoint
-from trainers.promptsrc_model import PromptedCLIP, ivlp_design_details
+from trainers.promptsrc_model import TOKEN_BUFFER_KEYS, PromptedCLIP, ivlp_design_details
 
 # PromptKD's README spells two teacher folders differently from DATASET.NAME (promptkd.md §4.5).
 README_FOLDER_SPELLINGS: Dict[str, List[str]] = {
@@ -40,13 +40,6 @@ README_FOLDER_SPELLINGS: Dict[str, List[str]] = {
 BASE2NOVEL_TEACHER = os.path.join("VLPromptLearner", "model-best.pth.tar")
 CROSS_TEACHER = os.path.join("ImageNet-xd", "VLPromptLearner_large", "model.pth.tar-20")
 TEACHER_NAME_FIXES = {"ViT/L-14": "ViT-L/14"}
-# Frozen token-embedding buffers that are rebuilt from the current class names (dropped on load).
-TOKEN_BUFFER_KEYS = (
-    "prompt_learner.token_prefix",
-    "prompt_learner.token_prefix2",
-    "prompt_learner.token_suffix",
-    "prompt_learner.token_suffix2",
-)
 ZERO_SHOT_TOWER_PREFIX = "prompt_learner.ZS_image_encoder."
 RELEASED_DESIGN = {"n_ctx_vision": 4, "n_ctx_text": 4, "depth_vision": 9, "depth_text": 9}
 WHERE_TO_GET_TEACHERS = (

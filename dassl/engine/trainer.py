@@ -23,7 +23,7 @@ import os
 import os.path as osp
 import time
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ class TrainerBase:
     """Registered models/optimisers/schedulers, the epoch loop and its hooks."""
 
     DISTILLS = False  # a distillation trainer sets True: its data follow TRAINER.MODAL
+    # State-dict keys that `load_model` drops before loading (frozen buffers a trainer rebuilds itself).
+    # Empty: Dassl's strict load. Non-empty: the prompt trainers' load (non-strict, mismatches reported).
+    CHECKPOINT_IGNORED_KEYS: Tuple[str, ...] = ()
 
     def __init__(self):
         self._models: "OrderedDict[str, nn.Module]" = OrderedDict()
@@ -297,22 +300,52 @@ class TrainerBase:
             f" and best val result {self.best_result:.1f}" if np.isfinite(getattr(self, "best_result", np.nan))
             else ""))
 
-    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) into every registered model."""
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+        """Load ``model-best.pth.tar`` (or ``model.pth.tar-<epoch>``) into every registered model.
+
+        With no ``CHECKPOINT_IGNORED_KEYS`` this is Dassl's load: strict, one ``Load ...`` line per model.
+        Otherwise it is the prompt trainers' load (PromptSRC / PromptKD): the ignored keys are dropped,
+        the rest is loaded non-strictly, and missing / unexpected keys (other than the ignored ones) are
+        reported on ``WARNING`` lines instead of being silently ignored.
+        Returns ``{model name: {"epoch": ..., "val_result": ...}}`` for the checkpoints loaded (empty when
+        ``directory`` is empty).
+        """
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
-            return
+            return {}
+        ignored = tuple(self.CHECKPOINT_IGNORED_KEYS)
         fname = BEST_FILE_NAME if epoch is None else f"model.pth.tar-{epoch}"
+        loaded: Dict[str, Dict[str, Any]] = {}
         for name in self.get_model_names():
             path = osp.join(directory, name, fname)
             if not osp.exists(path):
-                raise CheckpointNotFoundError(f"No model at {path}")
+                message = f'Model not found at "{path}"' if ignored else f"No model at {path}"
+                raise CheckpointNotFoundError(message)
             checkpoint = load_checkpoint(path)
-            val_result = checkpoint.get("val_result")
-            # [quirk] Dassl formats val_result with :.1f and crashes when it is None; we do not.
-            shown = f"{val_result:.1f}" if isinstance(val_result, (int, float)) else "None"
-            print(f"Load {path} to {name} (epoch={checkpoint['epoch']}, val_result={shown})")
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+            state_dict = checkpoint.get("state_dict", checkpoint)
+            info = {"epoch": checkpoint.get("epoch"), "val_result": checkpoint.get("val_result")}
+            if ignored:
+                print(f'Loading weights to {name} from "{path}" (epoch = {info["epoch"]})')
+                self._load_non_strict(self._models[name], state_dict, ignored)
+            else:
+                # [quirk] Dassl formats val_result with :.1f and crashes when it is None; we do not.
+                val_result = info["val_result"]
+                shown = f"{val_result:.1f}" if isinstance(val_result, (int, float)) else "None"
+                print(f"Load {path} to {name} (epoch={info['epoch']}, val_result={shown})")
+                self._models[name].load_state_dict(state_dict)
+            loaded[name] = info
+        return loaded
+
+    @staticmethod
+    def _load_non_strict(model: nn.Module, state_dict: Dict[str, Any], ignored: Sequence[str]) -> None:
+        """Load ``state_dict`` without the ``ignored`` keys, warning about any other key mismatch."""
+        state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
+        result = model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in result.missing_keys if k not in ignored]
+        if missing:
+            print(f"WARNING: keys missing from the checkpoint (left as built): {missing}")
+        if result.unexpected_keys:
+            print(f"WARNING: unexpected keys in the checkpoint (ignored): {result.unexpected_keys}")
 
 
 class SimpleTrainer(TrainerBase):

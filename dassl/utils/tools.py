@@ -13,7 +13,7 @@ import os.path as osp
 import random
 import tempfile
 import warnings
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 __all__ = [
     "UserError",
@@ -21,6 +21,7 @@ __all__ = [
     "mkdir_if_missing",
     "check_isfile",
     "read_json",
+    "atomic_write",
     "write_json",
     "read_image",
     "listdir_nohidden",
@@ -74,25 +75,36 @@ def read_json(fpath: str) -> Any:
         raise UserError(f'Cannot parse JSON file "{fpath}": {exc}') from None
 
 
-def write_json(obj: Any, fpath: str) -> None:
-    """Write ``obj`` as JSON (indent 4, Dassl's separators), creating the parent folder.
+def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to `fpath`, then rename it over `fpath`.
 
-    The file is written to a temporary file in the same folder and then renamed over the
-    target, so an interrupted run never leaves a truncated JSON behind.
+    The temporary file lives in the same folder (created if missing) so that ``os.replace`` is
+    atomic: readers see either the old file or the complete new one, never a truncated file.
+    The data is fsync'ed before the rename; on any error the temporary file is removed.
     """
-    parent = osp.dirname(osp.abspath(fpath))
-    mkdir_if_missing(parent)
-    fd, tmp_path = tempfile.mkstemp(dir=parent, prefix="." + osp.basename(fpath) + ".", suffix=".tmp")
+    folder = osp.dirname(osp.abspath(fpath))
+    mkdir_if_missing(folder)
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + osp.basename(fpath) + ".", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=4, separators=(",", ": "))
-            f.flush()
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, fpath)
     except BaseException:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def write_json(obj: Any, fpath: str) -> None:
+    """Write ``obj`` as JSON (indent 4, Dassl's separators) atomically, creating the parent folder."""
+
+    def write(tmp_path: str) -> None:
+        with open(tmp_path, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=4, separators=(",", ": "))
+
+    atomic_write(fpath, write)
 
 
 def read_image(path: str):

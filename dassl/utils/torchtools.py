@@ -16,19 +16,17 @@ What we do better than upstream:
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 
-from dassl.utils.tools import UserError, mkdir_if_missing
+from dassl.utils.tools import UserError, atomic_write, mkdir_if_missing
 
 __all__ = [
     "CheckpointNotFoundError",
@@ -57,33 +55,16 @@ class CheckpointNotFoundError(UserError, FileNotFoundError):
 
 
 # --------------------------------------------------------------------------- writing
-def _atomic_write(fpath: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to `fpath`, then rename it over `fpath`."""
-    folder = osp.dirname(osp.abspath(fpath))
-    mkdir_if_missing(folder)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + osp.basename(fpath) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
 def atomic_torch_save(obj: Any, fpath: str) -> None:
     """`torch.save` that never leaves a partial file at `fpath` (temporary file + rename)."""
-    _atomic_write(fpath, lambda tmp: torch.save(obj, tmp))
+    atomic_write(fpath, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_copy(source: str, target: str) -> None:
     """Copy a file so that `target` is either the old file or the complete copy."""
     import shutil
 
-    _atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def atomic_write_text(text: str, fpath: str) -> None:
@@ -93,7 +74,7 @@ def atomic_write_text(text: str, fpath: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _atomic_write(fpath, write)
+    atomic_write(fpath, write)
 
 
 def _strip_module_prefix(state_dict: Dict[str, Any]) -> "OrderedDict[str, Any]":

@@ -1,0 +1,424 @@
+"""The SynthShapes benchmark: the whole PromptKD / AME setting in miniature, on CPU, in one command.
+
+    python -m tools.synthshapes.benchmark [--quick] [--cache DIR] [--output DIR]
+    bash scripts/synth_benchmark.sh [--quick]
+
+Stages (everything expensive is cached and reused; a rerun skips finished runs):
+ 1. render the downstream datasets (noisy, textured) in the CoOp layout       -> <cache>/data-<key>/
+ 2. contrastively pretrain the tiny teacher and student CLIPs                  -> <cache>/{teacher,student}-<key>.pt
+ 3. zero-shot Base/New of both CLIPs (scripts/zeroshot.sh, ZeroshotCLIP)       -> <output>/zeroshot/
+ 4. prompt-tune the teacher per dataset (scripts/teacher_train.sh, PromptSRC), installed in PromptKD's
+    layout, and evaluate it on base and new classes                            -> <cache>/teachers/<key>/
+ 5. PromptKD and PromptKD_RSM (omega 50) for every seed on every dataset, plus an omega sweep on one
+    dataset and the best omega on the others (scripts/base2new_train.sh)       -> <output>/base2new/
+ 6. the Base / New / HM table (tools/parse_results.py), HM against omega, H(M) over training,
+    summary.json / summary.md                                                  -> <output>/
+
+Every train.py run goes through the project's own scripts and trainers, unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from tools.synthshapes.cache import cache_dir, config_key, write_json_atomic
+from tools.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, dataset_dir_name, write_dataset
+from tools.synthshapes.jobs import Job, run_jobs
+from tools.synthshapes.plots import line_plot, read_entropy_curve, write_csv
+from tools.synthshapes.pretrain import PretrainSettings, bf16_is_fast, checkpoint_paths
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CFG = "synth_shapes"                 # configs/trainers/<Trainer>/synth_shapes.yaml for every trainer
+DATASET_NAMES = {"clean": "SynthShapes", "noisy": "SynthShapesNoisy", "textured": "SynthShapesTextured"}
+TEACHER_SEED = 1                     # one cached teacher per dataset; students vary their seed
+
+
+@dataclass
+class Plan:
+    """What one benchmark mode runs."""
+    mode: str
+    teacher_steps: int = 450
+    student_steps: int = 700
+    pretrain_batch: int = 256
+    variants: tuple = ("noisy", "textured")
+    seeds: tuple = (1, 2, 3)
+    omegas: tuple = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+    sweep_variant: str = "noisy"
+    main_omega: float = 50.0
+    counts: dict = field(default_factory=lambda: dict(DEFAULT_COUNTS))
+    num_classes: int = NUM_CLASSES
+    teacher_epochs: int | None = None    # None: the value in configs/trainers/PromptSRC/synth_shapes.yaml
+    student_epochs: int | None = None    # None: the value in configs/trainers/PromptKD*/synth_shapes.yaml
+
+
+PLANS = {
+    "full": Plan("full"),
+    "quick": Plan("quick", teacher_steps=200, student_steps=350, pretrain_batch=128, seeds=(1,),
+                  omegas=(0.0, 10.0, 50.0), student_epochs=5, teacher_epochs=10),
+    # CI-sized: seconds of pretraining, 10 classes, a handful of images (used by tests/test_synthshapes.py)
+    "tiny": Plan("tiny", teacher_steps=30, student_steps=60, pretrain_batch=64, variants=("clean",),
+                 sweep_variant="clean", seeds=(1,), omegas=(0.0, 50.0),
+                 counts={"train": 24, "val": 4, "test": 30}, num_classes=10, teacher_epochs=6, student_epochs=4),
+}
+
+
+def _fmt_omega(omega: float) -> str:
+    return f"{omega:g}"
+
+
+class Benchmark:
+    """Runs a `Plan`; each stage is a method, results accumulate in `self.summary`."""
+
+    def __init__(self, plan: Plan, cache: Path, output: Path, workers: int = 2, threads: int = 1,
+                 log=print):
+        self.plan, self.cache, self.output, self.log = plan, cache, output, log
+        self.workers, self.threads = workers, threads
+        self.summary: dict = {"mode": plan.mode, "plan": asdict(plan), "timings": {}}
+        self.data_root = cache / f"data-{config_key({'counts': plan.counts, 'n': plan.num_classes})}"
+        self.weights: dict[str, Path] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def _stage(self, name: str, fn) -> None:
+        self.log(f"\n=== {name} ===")
+        start = time.time()
+        fn()
+        self.summary["timings"][name] = round(time.time() - start, 1)
+        self.log(f"=== {name}: {self.summary['timings'][name]:.0f}s ===")
+
+    def _run(self, jobs: list[Job]) -> None:
+        run_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
+
+    @staticmethod
+    def _key(variant: str) -> str:
+        return dataset_dir_name(variant)   # configs/datasets/<key>.yaml has the same stem as the folder
+
+    def _script(self, script: str, args: list[str], env: dict, name: str, log_name: str) -> Job:
+        env = {k: str(v) for k, v in env.items()}
+        return Job(name, ["bash", f"scripts/{script}", *args], self.output / "logs" / f"{log_name}.log", env)
+
+    # ----------------------------------------------------------------- stages
+    def write_data(self) -> None:
+        for variant in self.plan.variants:
+            path = write_dataset(self.data_root, variant, counts=self.plan.counts, num_classes=self.plan.num_classes)
+            self.log(f"  {DATASET_NAMES[variant]}: {path}")
+
+    def pretrain(self) -> None:
+        bf16 = bf16_is_fast()
+        jobs = []
+        for role, steps in (("teacher", self.plan.teacher_steps), ("student", self.plan.student_steps)):
+            settings = PretrainSettings(role=role, steps=steps, batch_size=self.plan.pretrain_batch, bf16=bf16)
+            final, meta, _ = checkpoint_paths(settings, self.cache)
+            self.weights[role] = final
+            if final.is_file() and meta.is_file():
+                self.log(f"  {role}: cached {final}")
+                continue
+            argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(steps),
+                    "--batch-size", str(self.plan.pretrain_batch), "--cache", str(self.cache),
+                    "--threads", str(self.threads), "--bf16", "on" if bf16 else "off"]
+            jobs.append(Job(f"pretrain {role} ({steps} steps)", argv, self.output / "logs" / f"pretrain_{role}.log"))
+        self._run(jobs)
+        self.summary["pretrain"] = {}
+        for role, path in self.weights.items():
+            meta = json.loads(path.with_suffix(".json").read_text())
+            self.summary["pretrain"][role] = {"zero_shot_100way": meta["zero_shot_acc"],
+                                              "train_seconds": meta["train_seconds"], "path": str(path)}
+            self.log(f"  {role}: 100-way zero-shot {meta['zero_shot_acc']:.1f}% ({meta['train_seconds']:.0f}s)")
+
+    @property
+    def teacher_root(self) -> Path:
+        key = config_key({"teacher": self.weights["teacher"].name, "data": self.data_root.name,
+                          "epochs": self.plan.teacher_epochs,
+                          "cfg": (REPO_ROOT / "configs/trainers/PromptSRC" / f"{CFG}.yaml").read_text()})
+        return self.cache / "teachers" / key
+
+    def zero_shot_and_teachers(self) -> None:
+        jobs = []
+        for variant in self.plan.variants:
+            key = self._key(variant)
+            for role in ("student", "teacher"):
+                env = {"DATA": self.data_root, "OUTPUT_ROOT": self.output, "RUN_TAG": role,
+                       "EXTRA_OPTS": f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}"}
+                jobs.append(self._script("zeroshot.sh", [key, CFG], env, f"zero-shot {role} {key}",
+                                         f"zeroshot_{role}_{key}"))
+            extra = f"MODEL.BACKBONE.WEIGHTS {self.weights['teacher']}"
+            if self.plan.teacher_epochs:
+                extra += f" OPTIM.MAX_EPOCH {self.plan.teacher_epochs}"
+            env = {"DATA": self.data_root, "CFG": CFG, "TEACHER_ROOT": self.teacher_root,
+                   "OUTPUT_ROOT": self.teacher_root / "runs", "RUN_TAG": "", "EXTRA_OPTS": extra}
+            jobs.append(self._script("teacher_train.sh", [key, str(TEACHER_SEED)], env, f"teacher tuning {key}",
+                                     f"teacher_{key}"))
+        self._run(jobs)
+        self._evaluate_teachers()
+
+    def _teacher_run_dir(self, key: str) -> Path:
+        return self.teacher_root / "runs" / "teacher" / "base2new" / key / "shots_16" / "PromptSRC" / CFG / f"seed{TEACHER_SEED}"
+
+    def _evaluate_teachers(self) -> None:
+        """Base and new accuracy of each prompt-tuned teacher (PromptSRC eval-only runs), cached as JSON."""
+        jobs, todo = [], []
+        for variant in self.plan.variants:
+            key = self._key(variant)
+            run_dir = self._teacher_run_dir(key)
+            result = run_dir / "synth_teacher_eval.json"
+            if result.is_file():
+                continue
+            last = (run_dir / "VLPromptLearner" / "checkpoint").read_text().split()[0]
+            epoch = last.rsplit("-", 1)[-1]
+            for part in ("base", "new"):
+                argv = [sys.executable, "train.py", "--root", str(self.data_root), "--seed", str(TEACHER_SEED),
+                        "--trainer", "PromptSRC", "--dataset-config-file", f"configs/datasets/{key}.yaml",
+                        "--config-file", f"configs/trainers/PromptSRC/{CFG}.yaml",
+                        "--output-dir", str(run_dir / f"eval_{part}"), "--eval-only",
+                        "--model-dir", str(run_dir), "--load-epoch", epoch,
+                        "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", part,
+                        "MODEL.BACKBONE.WEIGHTS", str(self.weights["teacher"])]
+                jobs.append(Job(f"teacher eval {key} {part}", argv, run_dir / f"eval_{part}.log"))
+            todo.append((key, run_dir, result))
+        self._run(jobs)
+        for key, run_dir, result in todo:
+            acc = {part: _last_accuracy(run_dir / f"eval_{part}.log") for part in ("base", "new")}
+            write_json_atomic(result, acc)
+
+    def _student_job(self, variant: str, seed: int, omega: float | None) -> Job:
+        """PromptKD (omega None) or PromptKD_RSM with weight omega, through scripts/base2new_train.sh."""
+        key = self._key(variant)
+        extra = (f"MODEL.BACKBONE.WEIGHTS {self.weights['student']} "
+                 f"TRAINER.PROMPTKD.TEACHER_WEIGHTS {self.weights['teacher']}")
+        if self.plan.student_epochs:
+            extra += f" OPTIM.MAX_EPOCH {self.plan.student_epochs}"
+        trainer, tag = "PromptKD", ""
+        if omega is not None:
+            trainer, tag = "PromptKD_RSM", f"w{_fmt_omega(omega)}"
+            extra += f" TRAINER.RSM.WEIGHT {float(omega)}"
+        env = {"DATA": self.data_root, "CFG": CFG, "TRAINER": trainer, "SHOTS": "full",
+               "TEACHER_ROOT": self.teacher_root, "OUTPUT_ROOT": self.output, "RUN_TAG": tag, "EXTRA_OPTS": extra}
+        name = f"{trainer}{' omega ' + _fmt_omega(omega) if omega is not None else ''} {key} seed {seed}"
+        return self._script("base2new_train.sh", [key, str(seed)], env, name,
+                            f"{trainer}_{tag or 'kd'}_{key}_seed{seed}")
+
+    def student_dir(self, variant: str, seed: int, omega: float | None) -> Path:
+        trainer, tag = ("PromptKD", "") if omega is None else ("PromptKD_RSM", f"_w{_fmt_omega(omega)}")
+        return (self.output / "base2new" / "train_base" / self._key(variant) / "shots_full" / trainer
+                / f"{CFG}{tag}" / f"seed{seed}")
+
+    def students(self) -> None:
+        p = self.plan
+        jobs = []
+        for variant in p.variants:
+            for seed in p.seeds:
+                jobs.append(self._student_job(variant, seed, None))
+                jobs.append(self._student_job(variant, seed, p.main_omega))
+        for omega in p.omegas:
+            if omega not in (0.0, p.main_omega):   # omega 0 is PromptKD itself (WEIGHT 0 == PromptKD, tested)
+                jobs += [self._student_job(p.sweep_variant, seed, omega) for seed in p.seeds]
+        self._run(jobs)
+        best = self.best_omega()
+        self.summary["best_omega"] = best
+        if best not in (0.0, p.main_omega):
+            self.log(f"  best omega on {p.sweep_variant}: {_fmt_omega(best)}; running it on the other datasets")
+            self._run([self._student_job(v, s, best) for v in p.variants if v != p.sweep_variant for s in p.seeds])
+
+    # ----------------------------------------------------------------- results
+    def _hm_stats(self, variant: str, omega: float | None, which: str = "best") -> dict | None:
+        runs = []
+        for seed in self.plan.seeds:
+            path = self.student_dir(variant, seed, omega) / "results.json"
+            if path.is_file():
+                runs.append(json.loads(path.read_text())[which])
+        if not runs:
+            return None
+        out = {"n": len(runs)}
+        for metric in ("base", "new", "hm"):
+            values = [r[metric] for r in runs]
+            mean = sum(values) / len(values)
+            out[metric] = mean
+            out[metric + "_std"] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            out[metric + "_runs"] = values
+        return out
+
+    def sweep_stats(self, which: str = "best") -> dict[float, dict]:
+        out = {}
+        for omega in self.plan.omegas:
+            stats = self._hm_stats(self.plan.sweep_variant, None if omega == 0.0 else omega, which)
+            if stats:
+                out[omega] = stats
+        return out
+
+    def best_omega(self) -> float:
+        """The omega > 0 with the highest mean HM (best-on-base checkpoints) on the sweep dataset."""
+        stats = {o: s for o, s in self.sweep_stats().items() if o > 0}
+        return max(stats, key=lambda o: stats[o]["hm"]) if stats else self.plan.main_omega
+
+    def report(self) -> None:
+        p, s = self.plan, self.summary
+        rows = {}
+        for variant in p.variants:
+            key = self._key(variant)
+            entry = {}
+            for role in ("student", "teacher"):
+                path = self.output / "zeroshot" / key / "ZeroshotCLIP" / f"{CFG}_{role}" / "results.json"
+                if path.is_file():
+                    entry[f"{role}_zero_shot"] = json.loads(path.read_text())["best"]
+            teacher_eval = self._teacher_run_dir(key) / "synth_teacher_eval.json"
+            if teacher_eval.is_file():
+                acc = json.loads(teacher_eval.read_text())
+                entry["teacher_tuned"] = {**acc, "hm": _hm(acc["base"], acc["new"])}
+            for which in ("best", "last"):
+                entry[f"PromptKD_{which}"] = self._hm_stats(variant, None, which)
+                entry[f"PromptKD_RSM_w{_fmt_omega(p.main_omega)}_{which}"] = self._hm_stats(variant, p.main_omega, which)
+                best = s.get("best_omega")
+                if best not in (None, 0.0, p.main_omega):
+                    entry[f"PromptKD_RSM_w{_fmt_omega(best)}_{which}"] = self._hm_stats(variant, best, which)
+            rows[DATASET_NAMES[variant]] = entry
+        s["datasets"] = rows
+        s["sweep"] = {_fmt_omega(o): st for o, st in self.sweep_stats().items()}
+        s["entropy"] = self._entropy_curves()
+        self._plots()
+        (self.output / "summary.md").write_text(self.markdown())
+        write_json_atomic(self.output / "summary.json", s)
+        self.log("\n" + self.markdown())
+
+    def _entropy_curves(self) -> dict:
+        """H(M) over training for every PromptKD_RSM run on the sweep dataset, and whether it collapsed."""
+        rows, info = [], {}
+        n_classes = self.plan.num_classes
+        for omega in self.plan.omegas:
+            if omega == 0.0:
+                continue
+            for seed in self.plan.seeds:
+                log_path = self.student_dir(self.plan.sweep_variant, seed, omega) / "log.txt"
+                if not log_path.is_file():
+                    continue
+                curve = read_entropy_curve(log_path)
+                rows += [(_fmt_omega(omega), seed, it, h, mp) for it, h, mp in curve]
+                if curve:
+                    info.setdefault(_fmt_omega(omega), []).append(
+                        {"seed": seed, "first_H": curve[0][1], "min_H": min(c[1] for c in curve),
+                         "last_H": curve[-1][1], "last_max_p": curve[-1][2],
+                         "first_iter_below_10pct": next((it for it, h, _ in curve
+                                                         if h < 0.1 * curve[0][1]), None)})
+        write_csv(self.output / "entropy_curves.csv", ["omega", "seed", "iteration", "H_M", "max_p"], rows)
+        return {"note": f"H(M) max is log(N + C) (N = batch, C = {n_classes} classes)", "runs": info}
+
+    def _plots(self) -> None:
+        sweep = self.sweep_stats()
+        omegas = sorted(sweep)
+        write_csv(self.output / "hm_vs_omega.csv", ["omega", "n_seeds", "base", "new", "hm", "hm_std"],
+                  [(_fmt_omega(o), sweep[o]["n"], sweep[o]["base"], sweep[o]["new"], sweep[o]["hm"], sweep[o]["hm_std"])
+                   for o in omegas])
+        backend = line_plot(self.output / "hm_vs_omega.png",
+                            [(DATASET_NAMES[self.plan.sweep_variant], omegas, [sweep[o]["hm"] for o in omegas],
+                              [sweep[o]["hm_std"] for o in omegas])],
+                            "HM vs omega (best-on-base, mean +- std)", "omega", "HM (%)", log_x=True)
+        series = []
+        for omega in omegas:
+            if omega == 0.0:
+                continue
+            log_path = self.student_dir(self.plan.sweep_variant, self.plan.seeds[0], omega) / "log.txt"
+            curve = read_entropy_curve(log_path) if log_path.is_file() else []
+            if curve:
+                series.append((f"omega {_fmt_omega(omega)}", [c[0] for c in curve], [c[1] for c in curve], None))
+        line_plot(self.output / "entropy_curves.png", series, f"H(M) over training (seed {self.plan.seeds[0]})",
+                  "iteration", "H(M)")
+        self.summary["plots"] = {"backend": backend, "files": ["hm_vs_omega.png", "entropy_curves.png",
+                                                              "hm_vs_omega.csv", "entropy_curves.csv"]}
+
+    def markdown(self) -> str:
+        s, p = self.summary, self.plan
+        lines = [f"# SynthShapes benchmark ({p.mode})", ""]
+        if "pretrain" in s:
+            lines += ["| pretrained CLIP | 100-way zero-shot | train time |", "|---|---|---|"]
+            lines += [f"| {r} | {v['zero_shot_100way']:.1f}% | {v['train_seconds']:.0f}s |" for r, v in s["pretrain"].items()]
+            lines.append("")
+        lines += ["Base / New / HM (best-on-base checkpoint; mean +- population std over seeds "
+                  f"{', '.join(map(str, p.seeds))}):", "",
+                  "| dataset | method | Base | New | HM |", "|---|---|---|---|---|"]
+        for name, entry in s.get("datasets", {}).items():
+            for label, key in (("student zero-shot", "student_zero_shot"), ("teacher zero-shot", "teacher_zero_shot"),
+                               ("teacher prompt-tuned (seed 1)", "teacher_tuned")):
+                if entry.get(key):
+                    e = entry[key]
+                    lines.append(f"| {name} | {label} | {e['base']:.2f} | {e['new']:.2f} | {e['hm']:.2f} |")
+            for k, st in entry.items():
+                if st and k.endswith("_best") and isinstance(st, dict) and "hm_std" in st:
+                    method = k[: -len("_best")].replace("_w", " omega=")
+                    lines.append(f"| {name} | {method} | {st['base']:.2f} +- {st['base_std']:.2f} | "
+                                 f"{st['new']:.2f} +- {st['new_std']:.2f} | {st['hm']:.2f} +- {st['hm_std']:.2f} |")
+        if s.get("sweep"):
+            lines += ["", f"Omega sweep on {DATASET_NAMES[p.sweep_variant]} (omega 0 = PromptKD):", "",
+                      "| omega | HM | Base | New |", "|---|---|---|---|"]
+            lines += [f"| {o} | {st['hm']:.2f} +- {st['hm_std']:.2f} | {st['base']:.2f} | {st['new']:.2f} |"
+                      for o, st in s["sweep"].items()]
+            lines += ["", f"Best omega > 0: {_fmt_omega(s.get('best_omega', p.main_omega))}"]
+        if s.get("entropy", {}).get("runs"):
+            lines += ["", "H(M) during training (first -> min -> last; 'collapse' = below 10% of its first value):", ""]
+            for omega, runs in s["entropy"]["runs"].items():
+                for r in runs:
+                    lines.append(f"- omega {omega}, seed {r['seed']}: {r['first_H']:.3f} -> {r['min_H']:.3f} -> "
+                                 f"{r['last_H']:.3f} (max p {r['last_max_p']:.3f}); collapse at iteration "
+                                 f"{r['first_iter_below_10pct'] if r['first_iter_below_10pct'] else 'never'}")
+        if s.get("timings"):
+            lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["timings"].items())]
+        if s.get("plots", {}).get("backend") == "pillow":
+            lines += ["", "Plots drawn with Pillow (matplotlib is not installed); the CSVs hold the numbers."]
+        return "\n".join(lines) + "\n"
+
+    def run(self) -> dict:
+        start = time.time()
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.log(f"SynthShapes benchmark '{self.plan.mode}': cache {self.cache}, output {self.output}")
+        self._stage("datasets", self.write_data)
+        self._stage("pretraining", self.pretrain)
+        self._stage("zero-shot and teachers", self.zero_shot_and_teachers)
+        self._stage("students", self.students)
+        self.summary["timings"]["total"] = round(time.time() - start, 1)
+        self._stage("report", self.report)
+        self.log(f"\nTable (tools/parse_results.py {self.output}):")
+        self._run([Job("parse_results", [sys.executable, "tools/parse_results.py", str(self.output)],
+                       self.output / "logs" / "parse_results.log")])
+        self.log((self.output / "logs" / "parse_results.log").read_text())
+        self.log(f"Summary: {self.output / 'summary.md'} (total {self.summary['timings']['total']:.0f}s)")
+        return self.summary
+
+
+def _hm(base: float, new: float) -> float:
+    return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+
+
+_ACCURACY = re.compile(r"\* accuracy: ([\d.]+)%")
+
+
+def _last_accuracy(log_path: Path) -> float:
+    found = _ACCURACY.findall(log_path.read_text(errors="replace"))
+    if not found:
+        raise RuntimeError(f"no '* accuracy:' line in {log_path}")
+    return float(found[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="SynthShapes: a CPU-sized PromptKD / AME benchmark.")
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (fewer steps, 1 seed, 3 omegas)")
+    parser.add_argument("--mode", choices=sorted(PLANS), default=None, help="full | quick | tiny (overrides --quick)")
+    parser.add_argument("--cache", default=None, help="cache folder (default $AME_CACHE or ~/.cache/ame/synthshapes)")
+    parser.add_argument("--output", default=None, help="where runs and the summary go (default output/synthshapes/<mode>)")
+    parser.add_argument("--workers", type=int, default=2, help="commands run at once (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per command (default 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="student seeds (override the mode's)")
+    args = parser.parse_args(argv)
+    mode = args.mode or ("quick" if args.quick else "full")
+    plan = PLANS[mode]
+    if args.seeds:
+        plan = replace(plan, seeds=tuple(args.seeds))
+    output = Path(args.output) if args.output else REPO_ROOT / "output" / "synthshapes" / mode
+    bench = Benchmark(plan, cache_dir(args.cache), output.resolve(), workers=args.workers, threads=args.threads)
+    return bench.run()
+
+
+if __name__ == "__main__":
+    main()
