@@ -110,6 +110,7 @@ class Benchmark:
 
     def pretrain(self) -> None:
         bf16 = bf16_is_fast()
+        all_threads = self.workers * self.threads
         jobs = []
         for role, steps in (("teacher", self.plan.teacher_steps), ("student", self.plan.student_steps)):
             settings = PretrainSettings(role=role, steps=steps, batch_size=self.plan.pretrain_batch, bf16=bf16)
@@ -120,9 +121,11 @@ class Benchmark:
                 continue
             argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(steps),
                     "--batch-size", str(self.plan.pretrain_batch), "--cache", str(self.cache),
-                    "--threads", str(self.threads), "--bf16", "on" if bf16 else "off"]
+                    "--threads", str(all_threads), "--bf16", "on" if bf16 else "off"]
             jobs.append(Job(f"pretrain {role} ({steps} steps)", argv, self.output / "logs" / f"pretrain_{role}.log"))
-        self._run(jobs)
+        # One after the other with every thread: the teacher alone outlasts the student, so running them
+        # side by side with one thread each would leave a core idle for most of the stage.
+        run_jobs(jobs, 1, all_threads, REPO_ROOT, self.log)
         self.summary["pretrain"] = {}
         for role, path in self.weights.items():
             meta = json.loads(path.with_suffix(".json").read_text())

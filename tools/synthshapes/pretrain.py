@@ -20,6 +20,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -89,6 +90,13 @@ def _lr_at(step: int, settings: PretrainSettings) -> float:
         return settings.lr * (step + 1) / settings.warmup
     progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
     return 0.5 * settings.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@lru_cache(maxsize=4)
+def caption_token_ids(context_length: int) -> torch.Tensor:
+    """Token ids of every caption of `captions.all_captions()` (tokenised once per process)."""
+    import clip
+    return clip.tokenize([row[-1] for row in cap.all_captions()], context_length=context_length)
 
 
 def _batch(step: int, settings: PretrainSettings, caption_ids: torch.Tensor):
@@ -161,7 +169,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None, save_every: int = 50,
              print_every: int = 25, log: Callable[[str], None] = print, device: str = "cpu",
-             eval_every: int = 0) -> tuple[Path, dict]:
+             eval_every: int = 0, eval_per_class: int = 20) -> tuple[Path, dict]:
     """Train (or resume, or reuse) one tiny CLIP; returns (state dict path, metadata).
 
     `eval_every` > 0 also logs the 100-way zero-shot accuracy every that many steps (slow on CPU).
@@ -192,7 +200,7 @@ def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None,
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         log(f"[pretrain] {settings.role}: resuming from step {step} ({partial})")
-    caption_ids = clip.tokenize([row[-1] for row in cap.all_captions()], context_length=spec.context_length)
+    caption_ids = caption_token_ids(spec.context_length)
     log(f"[pretrain] {settings.role}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
         f"{settings.steps} steps of batch {settings.batch_size}, {torch.get_num_threads()} threads")
     start = time.time() - elapsed
@@ -215,14 +223,14 @@ def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None,
                 f"scale {model.logit_scale.exp().item():.1f} lr {_lr_at(step - 1, settings):.2e} "
                 f"elapsed {spent:.0f}s eta {eta:.0f}s")
         if eval_every and step % eval_every == 0 and step < settings.steps:
-            curve.append((step, zero_shot_accuracy(model)))
+            curve.append((step, zero_shot_accuracy(model, per_class=eval_per_class)))
             model.train()
             log(f"[pretrain] {settings.role} step {step}: 100-way zero-shot {curve[-1][1]:.1f}%")
         if step % save_every == 0 and step < settings.steps:
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                           "elapsed": time.time() - start}, partial)
     train_seconds = time.time() - start
-    acc = zero_shot_accuracy(model)
+    acc = zero_shot_accuracy(model, per_class=eval_per_class)
     state_dict = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     _save_atomic(state_dict, final)
     meta = {"settings": settings.as_dict(), "zero_shot_acc": acc, "train_seconds": round(train_seconds, 1),
