@@ -162,7 +162,6 @@ def test_tiny_benchmark_end_to_end_learns(tmp_path):
     zero_shot = row["student_zero_shot"]["hm"]
     distilled = row["PromptKD_best"]["hm"]
     assert distilled > zero_shot, f"distilled student HM {distilled:.1f} <= its zero-shot HM {zero_shot:.1f}"
-    assert row["teacher_tuned"]["base"] > row["teacher_zero_shot"]["base"]
     assert row["PromptKD_RSM_w50_best"]["n"] == 1
     assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "hm_vs_omega.csv").is_file()
     assert summary["entropy"]["runs"]["50"][0]["first_H"] <= math.log(32 + 10) + 1e-3

@@ -1,0 +1,6 @@
+"""SynthShapes: a CPU-sized miniature of the PromptKD / AME benchmark (see README, "SynthShapes").
+
+Modules: `world` (shapes, colours, renderer, domain shifts), `captions`, `dataset_writer` (CoOp layout),
+`tiny_clip` (model sizes, initial state dicts), `pretrain` (contrastive pretraining into the cache),
+`cache`, `jobs` (runs the protocol scripts), `plots`, `benchmark` (the one-command pipeline).
+"""
