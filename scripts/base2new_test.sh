@@ -19,18 +19,7 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 require_repo_root
 
-DATASET="$1"
-SEED="$2"
-require_seed "$SEED"
-require_dataset_config "$DATASET"
-
-DATA="${DATA:-./data}"
-TRAINER="${TRAINER:-PromptKD_RSM}"
-SHOTS="${SHOTS:-16}"
-CFG="${CFG:-vit_b16_c2_ep20_batch8_4+4ctx}"
-OUTPUT_ROOT="${OUTPUT_ROOT:-output}"
-NUM_SHOTS="$(shots_value "$SHOTS")"
-require_trainer_config "$TRAINER" "$CFG"
+init_run "$1" "$2" PromptKD_RSM vit_b16_c2_ep20_batch8_4+4ctx
 
 TAG="$(run_tag)"
 MODEL_DIR="${OUTPUT_ROOT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}${TAG}/seed${SEED}"
@@ -40,20 +29,13 @@ require_data "$DATA" "$DATASET"
 split_extra_opts
 LOAD_OPTS=()
 [[ -n "${LOAD_EPOCH:-}" ]] && LOAD_OPTS=(--load-epoch "$LOAD_EPOCH")
-TEACHER_OPTS=()
-[[ -n "${TEACHER_ROOT:-}" ]] && TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_ROOT "$TEACHER_ROOT")
+teacher_opts
 
 for PART in base new; do
     if [[ "$PART" == base ]]; then SPLIT=val; else SPLIT=test; fi
     DIR="${OUTPUT_ROOT}/base2new/test_${PART}/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}${TAG}/seed${SEED}"
     echo "Evaluate ${PART} classes (TEST.SPLIT ${SPLIT}) of ${MODEL_DIR} -> ${DIR}"
-    "$PYTHON" train.py \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-        --output-dir "$DIR" \
+    run_train_py "$DIR" \
         --model-dir "$MODEL_DIR" \
         --eval-only "${LOAD_OPTS[@]}" \
         DATASET.NUM_SHOTS "$NUM_SHOTS" \

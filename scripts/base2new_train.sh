@@ -26,36 +26,18 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 require_repo_root
 
-DATASET="$1"
-SEED="$2"
-require_seed "$SEED"
-require_dataset_config "$DATASET"
-
-DATA="${DATA:-./data}"
-TRAINER="${TRAINER:-PromptKD_RSM}"
-SHOTS="${SHOTS:-16}"
-CFG="${CFG:-vit_b16_c2_ep20_batch8_4+4ctx}"
+init_run "$1" "$2" PromptKD_RSM vit_b16_c2_ep20_batch8_4+4ctx
 KD_WEIGHT="${KD_WEIGHT:-$(kd_weight "$DATASET")}"
-OUTPUT_ROOT="${OUTPUT_ROOT:-output}"
-NUM_SHOTS="$(shots_value "$SHOTS")"
-require_trainer_config "$TRAINER" "$CFG"
 
 DIR="${OUTPUT_ROOT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}$(run_tag)/seed${SEED}"
 skip_if_done "$DIR"
 require_data "$DATA" "$DATASET"
 
 split_extra_opts
-TEACHER_OPTS=()
-[[ -n "${TEACHER_ROOT:-}" ]] && TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_ROOT "$TEACHER_ROOT")
+teacher_opts
 
 echo "Run: ${TRAINER} on ${DATASET}, seed ${SEED}, shots ${SHOTS}, KD_WEIGHT ${KD_WEIGHT} -> ${DIR}"
-"$PYTHON" train.py \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+run_train_py "$DIR" \
     DATASET.NUM_SHOTS "$NUM_SHOTS" \
     TRAINER.MODAL base2novel \
     TRAINER.PROMPTKD.TEMPERATURE 1.0 \

@@ -138,3 +138,41 @@ skip_if_done() {
         exit 0
     fi
 }
+
+# init_run DATASET SEED DEFAULT_TRAINER DEFAULT_CFG: check the arguments and set the variables every
+# training script shares: DATASET, SEED, DATA, TRAINER, SHOTS, CFG, OUTPUT_ROOT, NUM_SHOTS.
+# TRAINER and CFG keep a value already set in the environment.
+init_run() {
+    DATASET="$1"
+    SEED="$2"
+    require_seed "$SEED"
+    require_dataset_config "$DATASET"
+    DATA="${DATA:-./data}"
+    TRAINER="${TRAINER:-$3}"
+    SHOTS="${SHOTS:-16}"
+    CFG="${CFG:-$4}"
+    OUTPUT_ROOT="${OUTPUT_ROOT:-output}"
+    NUM_SHOTS="$(shots_value "$SHOTS")"
+    require_trainer_config "$TRAINER" "$CFG"
+}
+
+# teacher_opts: TRAINER.PROMPTKD.TEACHER_ROOT from the environment into the global array TEACHER_OPTS.
+teacher_opts() {
+    TEACHER_OPTS=()
+    [[ -n "${TEACHER_ROOT:-}" ]] && TEACHER_OPTS=(TRAINER.PROMPTKD.TEACHER_ROOT "$TEACHER_ROOT")
+    return 0
+}
+
+# run_train_py OUTPUT_DIR [more train.py arguments]: train.py with the run's data, seed, trainer and configs.
+run_train_py() {
+    local out="$1"
+    shift
+    "$PYTHON" train.py \
+        --root "$DATA" \
+        --seed "$SEED" \
+        --trainer "$TRAINER" \
+        --dataset-config-file "configs/datasets/${DATASET}.yaml" \
+        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+        --output-dir "$out" \
+        "$@"
+}

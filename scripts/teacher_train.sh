@@ -29,19 +29,9 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 require_repo_root
 
-DATASET="$1"
-SEED="$2"
-require_seed "$SEED"
-require_dataset_config "$DATASET"
-
-DATA="${DATA:-./data}"
-TRAINER=PromptSRC
-SHOTS="${SHOTS:-16}"
-CFG="${CFG:-vit_l14_c2_ep20_batch8_4+4ctx}"
+TRAINER=PromptSRC  # fixed: this script trains teachers only
+init_run "$1" "$2" PromptSRC vit_l14_c2_ep20_batch8_4+4ctx
 TEACHER_ROOT="${TEACHER_ROOT:-teacher_model}"
-OUTPUT_ROOT="${OUTPUT_ROOT:-output}"
-NUM_SHOTS="$(shots_value "$SHOTS")"
-require_trainer_config "$TRAINER" "$CFG"
 NAME="$(dataset_name "$DATASET")"
 
 if [[ "${XD:-0}" == 1 ]]; then
@@ -63,13 +53,7 @@ split_extra_opts
 CKPT_DIR="${DIR}/VLPromptLearner"
 if [[ ! -f "${CKPT_DIR}/checkpoint" ]] || ! grep -q . "${CKPT_DIR}/checkpoint"; then
     echo "Train teacher: PromptSRC ${CFG} on ${DATASET} (${SUBSAMPLE} classes, ${SHOTS} shots), seed ${SEED} -> ${DIR}"
-    "$PYTHON" train.py \
-        --root "$DATA" \
-        --seed "$SEED" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-        --output-dir "$DIR" \
+    run_train_py "$DIR" \
         DATASET.NUM_SHOTS "$NUM_SHOTS" \
         DATASET.SUBSAMPLE_CLASSES "$SUBSAMPLE" \
         "${EXTRA[@]}"

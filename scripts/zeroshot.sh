@@ -55,6 +55,7 @@ done
 "$PYTHON" - "$ROOT_DIR" "$MODE" <<'PY'
 import json, sys
 from pathlib import Path
+from trainers.results import base2novel_entry, cross_entry, write_results
 root, mode = Path(sys.argv[1]), sys.argv[2]
 parts = ["base", "new"] if mode == "base2new" else ["all"]
 acc = {}
@@ -65,14 +66,11 @@ for part in parts:
     info = json.loads(f.read_text())
     acc[part] = info["accuracy"]
 if mode == "base2new":
-    b, n = acc["base"], acc["new"]
-    entry = {"epoch": 0, "base": b, "new": n, "hm": 0.0 if b + n == 0 else 2 * b * n / (b + n)}
-    protocol = "base2novel"
+    entry, protocol = base2novel_entry(0, acc["base"], acc["new"]), "base2novel"
 else:
-    entry = {"epoch": 0, "accuracy": acc["all"]}
-    protocol = "cross"
+    entry, protocol = cross_entry(0, acc["all"]), "cross"
 record = {"trainer": info["trainer"], "dataset": info["dataset"], "protocol": protocol, "seed": 0,
           "shots": 0, "config_hash": info.get("config_hash", ""), "best": entry, "last": entry}
-(root / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-print(f"Zero-shot result written to {root / 'results.json'}: {entry}")
+path = write_results(str(root), record)
+print(f"Zero-shot result written to {path}: {entry}")
 PY
