@@ -34,7 +34,7 @@ teacher_opts
 for PART in base new; do
     if [[ "$PART" == base ]]; then SPLIT=val; else SPLIT=test; fi
     DIR="${OUTPUT_ROOT}/base2new/test_${PART}/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}${TAG}/seed${SEED}"
-    echo "Evaluate ${PART} classes (TEST.SPLIT ${SPLIT}) of ${MODEL_DIR} -> ${DIR}"
+    say "Evaluate ${PART} classes (TEST.SPLIT ${SPLIT}) of ${MODEL_DIR} -> ${DIR}"
     run_train_py "$DIR" \
         --model-dir "$MODEL_DIR" \
         --eval-only "${LOAD_OPTS[@]}" \

@@ -36,7 +36,7 @@ require_data "$DATA" "$DATASET"
 split_extra_opts
 teacher_opts
 
-echo "Run: ${TRAINER} on ${DATASET}, seed ${SEED}, shots ${SHOTS}, KD_WEIGHT ${KD_WEIGHT} -> ${DIR}"
+say "Run: ${TRAINER} on ${DATASET}, seed ${SEED}, shots ${SHOTS}, KD_WEIGHT ${KD_WEIGHT} -> ${DIR}"
 run_train_py "$DIR" \
     DATASET.NUM_SHOTS "$NUM_SHOTS" \
     TRAINER.MODAL base2novel \

@@ -9,6 +9,24 @@ die() {
     exit 2
 }
 
+# Echo mode (TRAIN_PY_ECHO non-empty): the scripts print the train.py argument vectors they would run
+# instead of running them, so that a caller (tools/synthshapes) gets the exact arguments of the protocol,
+# with the same skip-if-done and folder logic, and can run them itself. stdout then holds nothing but
+# those vectors: each argument followed by a NUL byte, each vector ended by one more NUL (an empty
+# field). Everything else the scripts say goes to stderr in that mode.
+echo_mode() {
+    [[ -n "${TRAIN_PY_ECHO:-}" ]]
+}
+
+# say MESSAGE: progress for the user (stdout; stderr in echo mode, whose stdout is for argv only).
+say() {
+    if echo_mode; then
+        echo "$*" >&2
+    else
+        echo "$*"
+    fi
+}
+
 # Fail early with a readable message when not run from the repository root.
 require_repo_root() {
     [[ -f train.py && -d configs/datasets ]] \
@@ -134,7 +152,7 @@ split_extra_opts() {
 # skip_if_done DIR: exit 0 with a message when DIR/results.json exists.
 skip_if_done() {
     if [[ -f "$1/results.json" ]]; then
-        echo "Skipping: results already exist at $1/results.json (delete that folder to rerun)"
+        say "Skipping: results already exist at $1/results.json (delete that folder to rerun)"
         exit 0
     fi
 }
@@ -163,11 +181,26 @@ teacher_opts() {
     return 0
 }
 
+# train_py ARGS...: run train.py with ARGS, or in echo mode print ARGS as one NUL-separated vector
+# (see echo_mode; an empty argument cannot be printed unambiguously and stops the script).
+train_py() {
+    if echo_mode; then
+        local arg
+        for arg in "$@"; do
+            [[ -n "$arg" ]] || die "echo mode (TRAIN_PY_ECHO) cannot pass an empty train.py argument: $*"
+        done
+        printf '%s\0' "$@"
+        printf '\0'
+        return 0
+    fi
+    "$PYTHON" train.py "$@"
+}
+
 # run_train_py OUTPUT_DIR [more train.py arguments]: train.py with the run's data, seed, trainer and configs.
 run_train_py() {
     local out="$1"
     shift
-    "$PYTHON" train.py \
+    train_py \
         --root "$DATA" \
         --seed "$SEED" \
         --trainer "$TRAINER" \

@@ -44,7 +44,7 @@ else
     DIR="${OUTPUT_ROOT}/teacher/base2new/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}$(run_tag)/seed${SEED}"
 fi
 if [[ -e "$DEST" && "${OVERWRITE:-0}" != 1 ]]; then
-    echo "Skipping: a teacher is already installed at $DEST (set OVERWRITE=1 to replace it)"
+    say "Skipping: a teacher is already installed at $DEST (set OVERWRITE=1 to replace it)"
     exit 0
 fi
 require_data "$DATA" "$DATASET"
@@ -52,11 +52,13 @@ split_extra_opts
 
 CKPT_DIR="${DIR}/VLPromptLearner"
 if [[ ! -f "${CKPT_DIR}/checkpoint" ]] || ! grep -q . "${CKPT_DIR}/checkpoint"; then
-    echo "Train teacher: PromptSRC ${CFG} on ${DATASET} (${SUBSAMPLE} classes, ${SHOTS} shots), seed ${SEED} -> ${DIR}"
+    say "Train teacher: PromptSRC ${CFG} on ${DATASET} (${SUBSAMPLE} classes, ${SHOTS} shots), seed ${SEED} -> ${DIR}"
     run_train_py "$DIR" \
         DATASET.NUM_SHOTS "$NUM_SHOTS" \
         DATASET.SUBSAMPLE_CLASSES "$SUBSAMPLE" \
         "${EXTRA[@]}"
+    # Echo mode: the caller runs train.py itself, then reruns this script (without echo) to install.
+    if echo_mode; then exit 0; fi
 fi
 
 # The last written checkpoint (PromptSRC's teacher config saves the last epoch, GPA weights).
@@ -65,4 +67,4 @@ LAST="$(head -n 1 "${CKPT_DIR}/checkpoint" | tr -d '[:space:]')"
 [[ -f "${CKPT_DIR}/${LAST}" ]] || die "checkpoint file ${CKPT_DIR}/${LAST} named in ${CKPT_DIR}/checkpoint is missing"
 mkdir -p "$(dirname "$DEST")"
 cp "${CKPT_DIR}/${LAST}" "$DEST"
-echo "Teacher installed: ${CKPT_DIR}/${LAST} -> ${DEST}"
+say "Teacher installed: ${CKPT_DIR}/${LAST} -> ${DEST}"

@@ -35,7 +35,7 @@ require_data "$DATA" "$DATASET"
 split_extra_opts
 teacher_opts
 
-echo "Run (cross-dataset): ${TRAINER} on ${DATASET}, seed ${SEED}, shots ${SHOTS} -> ${DIR}"
+say "Run (cross-dataset): ${TRAINER} on ${DATASET}, seed ${SEED}, shots ${SHOTS} -> ${DIR}"
 run_train_py "$DIR" \
     DATASET.NUM_SHOTS "$NUM_SHOTS" \
     DATASET.SUBSAMPLE_CLASSES all \

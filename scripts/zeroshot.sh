@@ -13,6 +13,7 @@ environment overrides (defaults in brackets):
                 all: one evaluation over all classes    [base2new]
   OUTPUT_ROOT   where runs are written                   [output]
   EXTRA_OPTS    extra 'KEY VALUE' config pairs (e.g. MODEL.BACKBONE.WEIGHTS path/to/ViT-B-16.pt)
+A run whose results.json exists is skipped, and so is a part (base, new, all) whose zeroshot.json exists.
 USAGE
     exit 2
 }
@@ -39,8 +40,12 @@ split_extra_opts
 
 for PART in "${PARTS[@]}"; do
     DIR="${ROOT_DIR}/${PART}"
-    echo "Zero-shot CLIP (${CFG}) on ${DATASET}, ${PART} classes -> ${DIR}"
-    "$PYTHON" train.py \
+    if [[ -f "${DIR}/zeroshot.json" ]]; then
+        say "Zero-shot CLIP (${CFG}) on ${DATASET}, ${PART} classes: already evaluated in ${DIR}"
+        continue
+    fi
+    say "Zero-shot CLIP (${CFG}) on ${DATASET}, ${PART} classes -> ${DIR}"
+    train_py \
         --root "$DATA" \
         --trainer "$TRAINER" \
         --dataset-config-file "configs/datasets/${DATASET}.yaml" \
@@ -50,6 +55,8 @@ for PART in "${PARTS[@]}"; do
         DATASET.SUBSAMPLE_CLASSES "$PART" \
         "${EXTRA[@]}"
 done
+# Echo mode: the caller runs the printed evaluations, then reruns this script (without echo) for results.json.
+if echo_mode; then exit 0; fi
 
 # One results.json for tools/parse_results.py (zero-shot has no epochs: best = last).
 "$PYTHON" - "$ROOT_DIR" "$MODE" <<'PY'

@@ -34,6 +34,14 @@ _TEACHER_LOCATION_DEFAULTS = {
     "TEACHER_ROOT": "./teacher_model",
 }
 
+# Opt-in speed-up of the distillation step (trainers/teacher_cache.py).
+_TEACHER_CACHE_DEFAULTS = {
+    # Reuse the frozen teacher's output per training image instead of recomputing its image tower every
+    # epoch (and in later runs of the same process with the same teacher and data). Exact only for a
+    # deterministic training transform, so a random op in INPUT.TRANSFORMS is refused.
+    "CACHE_TEACHER_LOGITS": False,
+}
+
 # The RSM entropy regulariser (ame.md §2).
 _RSM_DEFAULTS = {
     "WEIGHT": 50.0,  # omega in L = L_KD + omega * H(M); 0 switches the term off
@@ -61,9 +69,9 @@ def _fill(node: CN, defaults: dict) -> None:
 def extend_cfg(cfg: CN) -> CN:
     """Add this project's keys to a default config tree (called by train.py before merging).
 
-    Adds ``MODEL.BACKBONE.WEIGHTS``, ``TRAINER.PROMPTKD.{TEACHER_WEIGHTS, TEACHER_CKPT, TEACHER_ROOT}``
-    and ``TRAINER.RSM.*``; fills in ``TRAINER.PROMPTKD.*`` / ``TRAINER.MODAL`` when the engine tree
-    lacks them. Returns the same (mutated) tree.
+    Adds ``MODEL.BACKBONE.WEIGHTS``, ``TRAINER.PROMPTKD.{TEACHER_WEIGHTS, TEACHER_CKPT, TEACHER_ROOT,
+    CACHE_TEACHER_LOGITS}`` and ``TRAINER.RSM.*``; fills in ``TRAINER.PROMPTKD.*`` / ``TRAINER.MODAL``
+    when the engine tree lacks them. Returns the same (mutated) tree.
     """
     backbone = _node(_node(cfg, "MODEL"), "BACKBONE")
     # Explicit CLIP weights file for the student / backbone; "" resolves MODEL.BACKBONE.NAME.
@@ -75,5 +83,6 @@ def extend_cfg(cfg: CN) -> CN:
     promptkd = _node(trainer, "PROMPTKD")
     _fill(promptkd, _PROMPTKD_DEFAULTS)
     _fill(promptkd, _TEACHER_LOCATION_DEFAULTS)
+    _fill(promptkd, _TEACHER_CACHE_DEFAULTS)
     _fill(_node(trainer, "RSM"), _RSM_DEFAULTS)
     return cfg

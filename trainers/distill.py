@@ -5,7 +5,9 @@ What every distillation trainer does here:
   (base2novel: train on all classes unlabelled, val = base test images, test = new test images; cross:
   val = test = the target test set).
 - builds the teacher (``trainers.teacher``), whose class text features are computed once and reused for
-  every training and test batch; the teacher's image tower runs only in training (no grad, eval mode);
+  every training and test batch; the teacher's image tower runs only in training (no grad, eval mode),
+  and with ``TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS`` only once per training image and process
+  (``trainers.teacher_cache``; deterministic training transforms only);
 - builds the student through ``build_student`` (subclass hook), optionally with an ``RSM`` module
   attached at ``student.rsm`` (``USES_RSM``), freezes it by PromptKD's rule (names with ``VPT``, plus
   ``rsm.*``), and registers it as ``VLPromptLearner`` (checkpoint folder and key names of PromptKD);
@@ -32,10 +34,12 @@ import clip
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, load_pretrained_weights
+from trainers import teacher_cache
 from trainers.losses import kd_loss
 from trainers.results import base2novel_entry, build_results, cross_entry, write_results
 from trainers.rsm import build_rsm
-from trainers.teacher import TOKEN_BUFFER_KEYS, build_teacher, load_clip_state_dict
+from trainers.teacher import (TOKEN_BUFFER_KEYS, build_teacher, load_clip_state_dict, resolve_teacher_checkpoint,
+                              resolve_teacher_weights)
 
 STUDENT_MODEL_NAME = "VLPromptLearner"
 PRECISIONS = ("fp16", "bf16", "amp", "fp32")
@@ -108,6 +112,8 @@ class DistillTrainer(TrainerX):
             raise UserError(f"TRAINER.MODAL must be one of {list(PROTOCOLS)}, got {cfg.TRAINER.MODAL!r}")
         if kd_cfg.TEMPERATURE <= 0:
             raise UserError(f"TRAINER.PROMPTKD.TEMPERATURE must be positive, got {kd_cfg.TEMPERATURE}")
+        if kd_cfg.CACHE_TEACHER_LOGITS:
+            teacher_cache.check_deterministic_transforms(cfg)
         if self.USES_RSM:
             rsm_cfg = cfg.TRAINER.RSM
             if rsm_cfg.IMAGE_FEATURE not in RSM_IMAGE_FEATURES:
@@ -136,6 +142,7 @@ class DistillTrainer(TrainerX):
         self._check_input_size(self.teacher.model.image_encoder, "teacher")
         if self.device.type == "cuda" and self.precision.autocast_dtype is not None:
             self.teacher.cast_image_tower(self.precision.autocast_dtype)
+        self.teacher_cache = self._build_teacher_cache() if cfg.TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS else None
         teacher_dim = self.teacher.text_features.shape[1]
 
         print("Building custom CLIP")
@@ -166,6 +173,21 @@ class DistillTrainer(TrainerX):
         self._val_by_epoch: Dict[int, float] = {}
         self._loaded_checkpoint: Optional[dict] = None
         self._last_test_accuracy: Optional[float] = None
+
+    def _build_teacher_cache(self) -> teacher_cache.TeacherOutputCache:
+        """The teacher-output cache of this teacher and data (shared with earlier runs in this process)."""
+        cfg = self.cfg
+        key = teacher_cache.cache_key(cfg, resolve_teacher_checkpoint(cfg), resolve_teacher_weights(cfg, quiet=True),
+                                      self.device)
+        store = teacher_cache.store_for(key)
+        n_train = len(self.dm.dataset.train_x)
+        if store:
+            print(f"Teacher cache ({teacher_cache.CONFIG_KEY}): reused, {len(store)} training images already "
+                  f"cached by an earlier run in this process ({n_train} in this run)")
+        else:
+            print(f"Teacher cache ({teacher_cache.CONFIG_KEY}): new, filled as training first sees each of "
+                  f"the {n_train} training images")
+        return teacher_cache.TeacherOutputCache(self.teacher, store)
 
     @property
     def text_features(self) -> torch.Tensor:
@@ -200,7 +222,10 @@ class DistillTrainer(TrainerX):
         image, _ = self.parse_batch_train(batch)  # labels are never used by the student
         kd_cfg = self.cfg.TRAINER.PROMPTKD
         with self.precision.autocast():
-            teacher_logits = self.teacher.logits(image)
+            if self.teacher_cache is not None:
+                teacher_logits = self.teacher_cache.logits(image, batch["impath"])
+            else:
+                teacher_logits = self.teacher.logits(image)
             backbone_features, projected = self.student.encode(image)
             image_features = F.normalize(projected, dim=-1)
             logits = self.student_logits(image_features, self.text_features)

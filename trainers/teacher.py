@@ -75,15 +75,16 @@ def resolve_teacher_checkpoint(cfg) -> str:
     )
 
 
-def resolve_teacher_weights(cfg) -> str:
+def resolve_teacher_weights(cfg, quiet: bool = False) -> str:
     """The CLIP weights name or file of the teacher backbone (TEACHER_WEIGHTS, else TEACHER_NAME)."""
     kd_cfg = cfg.TRAINER.PROMPTKD
     if kd_cfg.TEACHER_WEIGHTS:
         return kd_cfg.TEACHER_WEIGHTS
     name = kd_cfg.TEACHER_NAME
     if name in TEACHER_NAME_FIXES:
-        print(f'Note: TRAINER.PROMPTKD.TEACHER_NAME "{name}" (PromptKD\'s misspelt default) read as '
-              f'"{TEACHER_NAME_FIXES[name]}"')
+        if not quiet:
+            print(f'Note: TRAINER.PROMPTKD.TEACHER_NAME "{name}" (PromptKD\'s misspelt default) read as '
+                  f'"{TEACHER_NAME_FIXES[name]}"')
         name = TEACHER_NAME_FIXES[name]
     if not name:
         raise UserError("Set TRAINER.PROMPTKD.TEACHER_NAME (e.g. ViT-L/14) or TRAINER.PROMPTKD.TEACHER_WEIGHTS.")
@@ -215,10 +216,14 @@ class Teacher(nn.Module):
         return F.normalize(self.model.encode_image(image), dim=-1)
 
     @torch.no_grad()
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """exp(logit_scale) * features @ cached text features.T (features from ``image_features``)."""
+        return self.logit_scale * features @ self.text_features.to(features.dtype).t()
+
+    @torch.no_grad()
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """exp(logit_scale) * norm(image features) @ cached text features.T, over all classes."""
-        features = self.image_features(image)
-        return self.logit_scale * features @ self.text_features.to(features.dtype).t()
+        return self.logits_from_features(self.image_features(image))
 
 
 def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device] = None, verbose: bool = True) -> Teacher:

@@ -14,7 +14,11 @@ Stages (everything expensive is cached and reused; a rerun skips finished runs):
  6. the Base / New / HM table (tools/parse_results.py), HM against omega, H(M) over training,
     summary.json / summary.md                                                  -> <output>/
 
-Every train.py run goes through the project's own scripts and trainers, unchanged.
+Every train.py run is the one the project's protocol scripts would start: the benchmark asks each script
+for its train.py arguments (echo mode, scripts/common.sh; finished runs are skipped by the script) and
+runs them in a few long-lived worker processes (tools/synthshapes/jobs.py, `run_train_jobs`), so that
+start-up is paid once per worker and runs on one dataset share the teacher cache of
+TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS. Per-run logs go to <output>/logs/.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from pathlib import Path
 
 from tools.synthshapes.cache import cache_dir, config_key, write_json_atomic
 from tools.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, dataset_dir_name, write_dataset
-from tools.synthshapes.jobs import Job, run_jobs
+from tools.synthshapes.jobs import Job, echo_train_argvs, run_jobs, run_train_jobs
 from tools.synthshapes.plots import line_plot, read_entropy_curve, write_csv
 from tools.synthshapes.pretrain import PretrainSettings, bf16_is_fast, checkpoint_paths
 
@@ -101,6 +105,10 @@ class Benchmark:
     def _run(self, jobs: list[Job]) -> None:
         run_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
 
+    def _run_train(self, jobs: list[Job]) -> None:
+        """train.py jobs (from `_train_jobs`) in long-lived worker processes."""
+        run_train_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
+
     @staticmethod
     def _key(variant: str) -> str:
         return dataset_dir_name(variant)   # configs/datasets/<key>.yaml has the same stem as the folder
@@ -108,6 +116,22 @@ class Benchmark:
     def _script(self, script: str, args: list[str], env: dict, name: str, log_name: str) -> Job:
         env = {k: str(v) for k, v in env.items()}
         return Job(name, ["bash", f"scripts/{script}", *args], self.output / "logs" / f"{log_name}.log", env)
+
+    def _train_jobs(self, script: str, args: list[str], env: dict, name: str, log_name: str) -> list[Job]:
+        """The train.py runs `scripts/<script>` would start (its echo mode), as jobs for `_run_train`.
+
+        [] when the script skips them all (finished). A script with several runs (zeroshot.sh: base, new)
+        gets one job per run, named after the last folder of its --output-dir. Jobs are grouped by dataset.
+        """
+        argvs = echo_train_argvs(["bash", f"scripts/{script}", *args], env, REPO_ROOT)
+        if not argvs:
+            self.log(f"  {name}: skipped (already done)")
+        jobs = []
+        for argv in argvs:
+            part = "" if len(argvs) == 1 else "_" + Path(argv[argv.index("--output-dir") + 1]).name
+            jobs.append(Job(name + part.replace("_", " "), argv, self.output / "logs" / f"{log_name}{part}.log",
+                            group=args[0]))
+        return jobs
 
     # ----------------------------------------------------------------- stages
     def write_data(self) -> None:
@@ -148,22 +172,29 @@ class Benchmark:
         return self.cache / "teachers" / key
 
     def zero_shot_and_teachers(self) -> None:
-        jobs = []
+        """Teacher tuning and zero-shot evaluations in the worker pool, then each script again (without
+        echo) for what follows train.py: installing the teacher, writing the zero-shot results.json."""
+        train, follow_up = [], []
         for variant in self.plan.variants:
             key = self._key(variant)
-            for role in ("student", "teacher") if self.plan.teacher_reference_rows else ("student",):
-                env = {"DATA": self.data_root, "OUTPUT_ROOT": self.output, "RUN_TAG": role,
-                       "EXTRA_OPTS": f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}"}
-                jobs.append(self._script("zeroshot.sh", [key, CFG], env, f"zero-shot {role} {key}",
-                                         f"zeroshot_{role}_{key}"))
             extra = f"MODEL.BACKBONE.WEIGHTS {self.weights['teacher']}"
             if self.plan.teacher_epochs:
                 extra += f" OPTIM.MAX_EPOCH {self.plan.teacher_epochs}"
             env = {"DATA": self.data_root, "CFG": CFG, "TEACHER_ROOT": self.teacher_root,
                    "OUTPUT_ROOT": self.teacher_root / "runs", "RUN_TAG": "", "EXTRA_OPTS": extra}
-            jobs.append(self._script("teacher_train.sh", [key, str(TEACHER_SEED)], env, f"teacher tuning {key}",
-                                     f"teacher_{key}"))
-        self._run(jobs)
+            args = ("teacher_train.sh", [key, str(TEACHER_SEED)], env, f"teacher tuning {key}", f"teacher_{key}")
+            train += self._train_jobs(*args)   # first: the longest runs
+            follow_up.append(self._script(*args[:3], f"teacher install {key}", f"teacher_{key}_install"))
+        for variant in self.plan.variants:
+            key = self._key(variant)
+            for role in ("student", "teacher") if self.plan.teacher_reference_rows else ("student",):
+                env = {"DATA": self.data_root, "OUTPUT_ROOT": self.output, "RUN_TAG": role,
+                       "EXTRA_OPTS": f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}"}
+                args = ("zeroshot.sh", [key, CFG], env, f"zero-shot {role} {key}", f"zeroshot_{role}_{key}")
+                train += self._train_jobs(*args)
+                follow_up.append(self._script(*args))
+        self._run_train(train)
+        self._run(follow_up)
         if self.plan.teacher_reference_rows:
             self._evaluate_teachers()
 
@@ -196,8 +227,9 @@ class Benchmark:
             acc = {part: _last_accuracy(run_dir / f"eval_{part}.log") for part in ("base", "new")}
             write_json_atomic(result, acc)
 
-    def _student_job(self, variant: str, seed: int, omega: float | None) -> Job:
-        """PromptKD (omega None) or PromptKD_RSM with weight omega, through scripts/base2new_train.sh."""
+    def _student_jobs(self, variant: str, seed: int, omega: float | None) -> list[Job]:
+        """PromptKD (omega None) or PromptKD_RSM with weight omega: scripts/base2new_train.sh's train.py run
+        ([] when it is finished)."""
         key = self._key(variant)
         extra = (f"MODEL.BACKBONE.WEIGHTS {self.weights['student']} "
                  f"TRAINER.PROMPTKD.TEACHER_WEIGHTS {self.weights['teacher']}")
@@ -212,8 +244,8 @@ class Benchmark:
         env = {"DATA": self.data_root, "CFG": CFG, "TRAINER": trainer, "SHOTS": "full",
                "TEACHER_ROOT": self.teacher_root, "OUTPUT_ROOT": self.output, "RUN_TAG": tag, "EXTRA_OPTS": extra}
         name = f"{trainer}{' omega ' + _fmt_omega(omega) if omega is not None else ''} {key} seed {seed}"
-        return self._script("base2new_train.sh", [key, str(seed)], env, name,
-                            f"{trainer}_{tag or 'kd'}_{key}_seed{seed}")
+        return self._train_jobs("base2new_train.sh", [key, str(seed)], env, name,
+                                f"{trainer}_{tag or 'kd'}_{key}_seed{seed}")
 
     def student_dir(self, variant: str, seed: int, omega: float | None) -> Path:
         trainer, tag = ("PromptKD", "") if omega is None else ("PromptKD_RSM", f"_w{_fmt_omega(omega)}")
@@ -225,17 +257,19 @@ class Benchmark:
         jobs = []
         for variant in p.variants:
             for seed in p.seeds:
-                jobs.append(self._student_job(variant, seed, None))
-                jobs.append(self._student_job(variant, seed, p.main_omega))
+                jobs += self._student_jobs(variant, seed, None)
+                jobs += self._student_jobs(variant, seed, p.main_omega)
         for omega in p.omegas:
             if omega not in (0.0, p.main_omega):   # omega 0 is PromptKD itself (WEIGHT 0 == PromptKD, tested)
-                jobs += [self._student_job(p.sweep_variant, seed, omega) for seed in p.seeds]
-        self._run(jobs)
+                for seed in p.seeds:
+                    jobs += self._student_jobs(p.sweep_variant, seed, omega)
+        self._run_train(jobs)
         best = self.best_omega()
         self.summary["best_omega"] = best
         if best not in (0.0, p.main_omega):
             self.log(f"  best omega on {p.sweep_variant}: {_fmt_omega(best)}; running it on the other datasets")
-            self._run([self._student_job(v, s, best) for v in p.variants if v != p.sweep_variant for s in p.seeds])
+            self._run_train([job for v in p.variants if v != p.sweep_variant for s in p.seeds
+                             for job in self._student_jobs(v, s, best)])
 
     # ----------------------------------------------------------------- results
     def _hm_stats(self, variant: str, omega: float | None, which: str = "best") -> dict | None:

@@ -2,13 +2,24 @@
 
 On 2 CPU cores two single-threaded processes get more done than one two-threaded one for models this
 small, so every job is started with OMP_NUM_THREADS / MKL_NUM_THREADS set to `threads`.
+
+Two runners:
+- `run_jobs`: any command, one fresh subprocess per job;
+- `run_train_jobs`: train.py runs only, in a few long-lived worker processes that import torch and
+  `train` once and call `train.cli(argv)` job after job. This saves the per-process start-up (imports,
+  first-op warm-up: seconds per run) and lets runs on the same dataset share the teacher cache of
+  ``TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS`` (trainers/teacher_cache.py), which lives per process.
+  The argv of a protocol script comes from its echo mode (`echo_train_argvs`, scripts/common.sh).
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,13 +27,18 @@ from typing import Callable
 
 @dataclass
 class Job:
-    """One command: a readable name, its argv, extra environment and the file its output goes to."""
+    """One command: a readable name, its argv, extra environment and the file its output goes to.
+
+    For `run_train_jobs`, `argv` holds only train.py's arguments and `group` (e.g. the dataset) says which
+    jobs should preferably share a worker; `env` is not used there.
+    """
     name: str
     argv: list[str]
     log_path: Path
     env: dict = field(default_factory=dict)
     seconds: float = 0.0
     returncode: int | None = None
+    group: str = ""
 
 
 class JobFailed(RuntimeError):
@@ -61,10 +77,224 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
             running.remove(entry)
             job.returncode, job.seconds = proc.returncode, time.time() - started
             done += 1
-            status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-            log(f"  [{done}/{len(jobs)}] {job.name}: {status} in {job.seconds:.0f}s")
+            _report(job, done, len(jobs), log)
+    _raise_if_failed(jobs)
+    return jobs
+
+
+def _report(job: Job, done: int, total: int, log: Callable[[str], None], why: str = "") -> None:
+    status = "ok" if job.returncode == 0 else f"FAILED ({why + ', ' if why else ''}exit {job.returncode})"
+    log(f"  [{done}/{total}] {job.name}: {status} in {job.seconds:.0f}s")
+
+
+def _raise_if_failed(jobs: list[Job]) -> None:
     failed = [j for j in jobs if j.returncode != 0]
     if failed:
         details = "\n\n".join(f"--- {j.name} (log {j.log_path}):\n{_tail(j.log_path)}" for j in failed)
         raise JobFailed(f"{len(failed)} benchmark command(s) failed:\n{details}")
+
+
+# ----------------------------------------------------------------- train.py jobs in long-lived workers
+def parse_echoed_argvs(output: bytes) -> list[list[str]]:
+    """Split a protocol script's echo-mode stdout into train.py argument vectors.
+
+    Each argument ends with a NUL byte and each vector with one more NUL (scripts/common.sh, echo_mode).
+    """
+    vectors: list[list[str]] = []
+    current: list[str] = []
+    fields = output.split(b"\0")
+    if fields[-1]:
+        raise ValueError(f"echo-mode output does not end with a NUL byte: {output[-200:]!r}")
+    for raw in fields[:-1]:
+        if raw:
+            current.append(os.fsdecode(raw))
+        elif current:
+            vectors.append(current)
+            current = []
+    if current:
+        raise ValueError(f"echo-mode output ends inside an argument vector: {current}")
+    return vectors
+
+
+def echo_train_argvs(command: list[str], env: dict, cwd: Path) -> list[list[str]]:
+    """The train.py argument vectors that `command` (a protocol script) would run; [] if it skips them."""
+    full_env = {**os.environ, **{k: str(v) for k, v in env.items()}, "TRAIN_PY_ECHO": "1"}
+    result = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True)
+    if result.returncode != 0:
+        raise JobFailed(f"{' '.join(command)} (echo mode) exited {result.returncode}:\n"
+                        f"{result.stderr.decode(errors='replace')[-2000:]}")
+    return parse_echoed_argvs(result.stdout)
+
+
+def _call_logged(fn: Callable[[], int], log_path: str) -> tuple[int, str]:
+    """Run ``fn()`` with stdout and stderr (Python's and the native ones) in `log_path`.
+
+    Returns (exit code, reason): fn's return value, a SystemExit's code, or 1 for an exception, whose
+    traceback goes into the log. Any log.txt tee that train.py set up is closed afterwards.
+    """
+    from dassl.utils import close_logger
+
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_streams, saved_fds = (sys.stdout, sys.stderr), (os.dup(1), os.dup(2))
+    with open(log_path, "w", buffering=1) as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        sys.stdout = sys.stderr = handle
+        try:
+            code, why = fn(), ""
+        except SystemExit as exc:  # argparse errors, sys.exit() in the run
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            why = "" if code == 0 else "SystemExit"
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001  (any failure of one run must not end the worker)
+            traceback.print_exc()
+            code, why = 1, type(exc).__name__
+        finally:
+            close_logger()
+            sys.stdout.flush()
+            sys.stdout, sys.stderr = saved_streams
+            for fd, saved in zip((1, 2), saved_fds):
+                os.dup2(saved, fd)
+                os.close(saved)
+    return code, why
+
+
+def _train_worker(cwd: str, threads: int, tasks, results) -> None:
+    """Worker process: import torch and train.py once, then run (index, argv, log) tasks until None."""
+    import gc
+
+    os.chdir(cwd)
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    import torch
+
+    torch.set_num_threads(threads)
+    import train
+
+    while (task := tasks.get()) is not None:
+        index, argv, log_path = task
+        start = time.time()
+        sys.argv = ["train.py", *argv]  # as if started as `python train.py ARGV` (argparse's messages)
+        code, why = _call_logged(lambda: train.cli(argv), log_path)
+        gc.collect()
+        results.put((index, code, why, time.time() - start))
+
+
+def _next_job(jobs: list[Job], pending: list[int], own_group: str | None, other_groups: set) -> int:
+    """The next job (one of `pending`) for a free worker: its own group first (its teacher cache is warm),
+    then the largest group no other worker is on, then any (no worker waits while jobs remain)."""
+    for index in pending:
+        if jobs[index].group == own_group:
+            return index
+    sizes: dict[str, int] = {}
+    for index in pending:
+        if jobs[index].group not in other_groups:
+            sizes[jobs[index].group] = sizes.get(jobs[index].group, 0) + 1
+    if sizes:
+        group = max(sizes, key=sizes.get)
+        return next(index for index in pending if jobs[index].group == group)
+    return pending[0]
+
+
+class _Worker:
+    """One long-lived train.py process with its own task queue."""
+
+    def __init__(self, ctx, cwd: Path, threads: int, results) -> None:
+        self.tasks = ctx.Queue()
+        self.process = ctx.Process(target=_train_worker, args=(str(cwd), threads, self.tasks, results), daemon=True)
+        self.process.start()
+        self.group: str | None = None
+        self.job: tuple[int, float] | None = None  # (job index, start time) while busy
+
+    def give(self, index: int, job: Job) -> None:
+        """Send job `index` to this worker, which then counts as busy and warm for the job's group."""
+        self.group, self.job = job.group, (index, time.time())
+        self.tasks.put((index, list(job.argv), str(job.log_path)))
+
+    def stop(self) -> None:
+        """Ask the worker to exit after its current job; terminate it if it does not within 30 s."""
+        if self.process.is_alive():
+            self.tasks.put(None)
+            self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
+def _spawn_workers(n: int, cwd: Path, threads: int, results, ctx) -> list[_Worker]:
+    """Start `n` workers with OMP/MKL thread counts in their environment (read when torch loads).
+
+    Set here, in the parent, because a spawned child first re-imports the parent's main module, which may
+    import torch before the worker function runs.
+    """
+    wanted = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        return [_Worker(ctx, cwd, threads, results) for _ in range(n)]
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_train_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
+                   log: Callable[[str], None] = print) -> list[Job]:
+    """Run train.py jobs (`Job.argv` = train.py's arguments) in `workers` long-lived processes.
+
+    A free worker takes the next job (`_next_job`: same `group` first). Each job's stdout/stderr go to its
+    `log_path`; name, status and seconds are logged as `run_jobs` does, and `JobFailed` is raised after
+    all jobs finished if any failed (non-zero `train.cli` status, an exception, or a dead worker).
+    Workers are started with multiprocessing's "spawn", so the caller's main module must be import-safe
+    (an ``if __name__ == "__main__":`` guard).
+    """
+    if not jobs:
+        return jobs
+    for job in jobs:
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    pool = _spawn_workers(max(1, min(workers, len(jobs))), cwd, threads, results, ctx)
+    pending, done = list(range(len(jobs))), 0
+
+    def finish(index: int, code: int, why: str, seconds: float) -> None:
+        nonlocal done
+        jobs[index].returncode, jobs[index].seconds = code, seconds
+        done += 1
+        _report(jobs[index], done, len(jobs), log, why)
+
+    def feed(worker: _Worker) -> None:
+        if pending and worker.process.is_alive():
+            index = _next_job(jobs, pending, worker.group, {w.group for w in pool if w is not worker})
+            pending.remove(index)
+            worker.give(index, jobs[index])
+
+    try:
+        for worker in pool:
+            feed(worker)
+        while any(w.job for w in pool):
+            try:
+                index, code, why, seconds = results.get(timeout=1.0)
+            except queue.Empty:
+                for worker in pool:
+                    if worker.job and not worker.process.is_alive():
+                        index, started = worker.job
+                        worker.job = None
+                        finish(index, worker.process.exitcode or 1, "worker process died", time.time() - started)
+                continue
+            worker = next(w for w in pool if w.job and w.job[0] == index)
+            worker.job = None
+            finish(index, code, why, seconds)
+            feed(worker)
+        for index in pending:  # every worker died
+            finish(index, 1, "not run: no worker process left", 0.0)
+    finally:
+        for worker in pool:
+            worker.stop()
+    _raise_if_failed(jobs)
     return jobs

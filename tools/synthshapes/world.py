@@ -33,6 +33,8 @@ COLOR_NAMES = tuple(COLORS)
 SIZES = ("small", "medium", "large")
 SIZE_RADIUS_PX = (7.0, 10.0, 13.0)   # outer radius of the shape in pixels, per size
 SHIFTS = ("clean", "noisy", "textured")
+MAX_ROTATION_DEG = 30.0   # shapes are rotated uniformly within +-this many degrees
+MAX_JITTER_PX = 2.0       # and shifted by up to this many pixels from the centre
 
 _TEMPLATE_PX = 96          # resolution of the pre-drawn masks
 _TEMPLATE_EXTENT = 0.9     # shapes fill a circle of this radius in the mask's [-1, 1] frame
@@ -148,8 +150,9 @@ def render(shape_idx: torch.Tensor, color_idx: torch.Tensor, size_idx: torch.Ten
     masks = shape_masks()[shape_idx]
     radius = torch.tensor(SIZE_RADIUS_PX)[size_idx] / (IMAGE_SIZE / 2)      # in the image's [-1, 1] frame
     scale = radius / _TEMPLATE_EXTENT                                          # template units -> image units
-    theta = _uniform(gen, n, low=-math.pi / 6, high=math.pi / 6)
-    shift = _uniform(gen, n, 2, low=-2.0, high=2.0) / (IMAGE_SIZE / 2)
+    max_theta = math.radians(MAX_ROTATION_DEG)
+    theta = _uniform(gen, n, low=-max_theta, high=max_theta)
+    shift = _uniform(gen, n, 2, low=-MAX_JITTER_PX, high=MAX_JITTER_PX) / (IMAGE_SIZE / 2)
     cos, sin = torch.cos(theta) / scale, torch.sin(theta) / scale
     # affine_grid maps output coords to template coords: p_t = R(-theta) (p - t) / s
     mat = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)     # (n, 2, 2)

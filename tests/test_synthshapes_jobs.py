@@ -1,0 +1,131 @@
+"""tools/synthshapes/jobs.py: the in-process train.py pool (run_train_jobs), its scheduling, and the
+echo mode of the protocol scripts that gives it the exact train.py arguments."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools.synthshapes.jobs import (Job, JobFailed, _call_logged, _next_job, echo_train_argvs, parse_echoed_argvs,
+                                    run_train_jobs)
+
+import trainers_tiny_setup as tiny
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT_ENV_KEYS = {"DATA", "TRAINER", "SHOTS", "CFG", "TEACHER_ROOT", "OUTPUT_ROOT", "EXTRA_OPTS", "RUN_TAG",
+                   "KD_WEIGHT", "MODE", "XD", "TRAIN_PY_ECHO"}
+
+
+def _script_env(**env):
+    clean = {k: v for k, v in os.environ.items() if k not in SCRIPT_ENV_KEYS}
+    return {**clean, **env}
+
+
+def test_parse_echoed_argvs():
+    assert parse_echoed_argvs(b"") == []
+    assert parse_echoed_argvs(b"--seed\x001\x00\x00--eval-only\x00\x00") == [["--seed", "1"], ["--eval-only"]]
+    with pytest.raises(ValueError, match="NUL"):
+        parse_echoed_argvs(b"Run: something\n")
+    with pytest.raises(ValueError, match="inside an argument vector"):
+        parse_echoed_argvs(b"--seed\x001\x00")
+
+
+def test_base2new_echo_mode_prints_the_argv_and_skips_finished_runs(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    env = {"DATA": str(tmp_path / "data"), "OUTPUT_ROOT": str(tmp_path / "out"), "TRAINER": "PromptKD",
+           "RUN_TAG": "t", "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 INPUT.SIZE (32,32)"}
+    res = subprocess.run(["bash", "scripts/base2new_train.sh", "oxford_pets", "2"], cwd=REPO, capture_output=True,
+                         env=_script_env(TRAIN_PY_ECHO="1", **env))
+    assert res.returncode == 0, res.stderr
+    assert b"Run: PromptKD on oxford_pets" in res.stderr  # progress goes to stderr in echo mode
+    run_dir = tmp_path / "out/base2new/train_base/oxford_pets/shots_16/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_t/seed2"
+    assert parse_echoed_argvs(res.stdout) == [[
+        "--root", str(tmp_path / "data"), "--seed", "2", "--trainer", "PromptKD",
+        "--dataset-config-file", "configs/datasets/oxford_pets.yaml",
+        "--config-file", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml",
+        "--output-dir", str(run_dir), "DATASET.NUM_SHOTS", "16", "TRAINER.MODAL", "base2novel",
+        "TRAINER.PROMPTKD.TEMPERATURE", "1.0", "TRAINER.PROMPTKD.KD_WEIGHT", "1000.0",
+        "OPTIM.MAX_EPOCH", "1", "INPUT.SIZE", "(32,32)"]]
+    assert not run_dir.exists()  # nothing was run
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    res = subprocess.run(["bash", "scripts/base2new_train.sh", "oxford_pets", "2"], cwd=REPO, capture_output=True,
+                         env=_script_env(TRAIN_PY_ECHO="1", **env))
+    assert res.returncode == 0 and res.stdout == b"" and b"Skipping" in res.stderr
+    assert echo_train_argvs(["bash", "scripts/base2new_train.sh", "oxford_pets", "2"], env, REPO) == []
+
+
+def test_zeroshot_echo_mode_skips_evaluated_parts(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    env = {"DATA": str(tmp_path / "data"), "OUTPUT_ROOT": str(tmp_path / "out")}
+    command = ["bash", "scripts/zeroshot.sh", "oxford_pets", "vit_b16"]
+    argvs = echo_train_argvs(command, env, REPO)
+    assert [a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1] for a in argvs] == ["base", "new"]
+    base_dir = Path(argvs[0][argvs[0].index("--output-dir") + 1])
+    base_dir.mkdir(parents=True)
+    (base_dir / "zeroshot.json").write_text("{}")
+    argvs = echo_train_argvs(command, env, REPO)
+    assert [a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1] for a in argvs] == ["new"]
+
+
+def test_next_job_keeps_groups_on_their_worker_and_no_worker_idle():
+    jobs = [Job(f"j{i}", [], Path("x"), group=g) for i, g in enumerate("aabbbc")]
+    pending = list(range(len(jobs)))
+    assert _next_job(jobs, pending, None, set()) == 2            # largest group first: b
+    assert _next_job(jobs, pending, None, {"b"}) == 0            # the other worker is on b: take a
+    assert _next_job(jobs, pending, "a", {"b"}) == 0             # own group
+    assert _next_job(jobs, [2, 3, 4], "a", {"b"}) == 2           # only b left: help out rather than wait
+
+
+def test_call_logged_captures_output_and_exceptions(tmp_path, capfd):
+    def failing():
+        print("before the failure")
+        raise RuntimeError("boom")
+
+    code, why = _call_logged(failing, str(tmp_path / "a.log"))
+    assert (code, why) == (1, "RuntimeError")
+    text = (tmp_path / "a.log").read_text()
+    assert "before the failure" in text and "RuntimeError: boom" in text and "Traceback" in text
+    assert _call_logged(lambda: 3, str(tmp_path / "b.log")) == (3, "")
+    print("after")
+    assert "after" in capfd.readouterr().out  # the console is back
+
+
+def test_pool_runs_jobs_in_two_workers_and_reports_the_failure(tmp_path):
+    world = tiny.make_world(tmp_path)
+    student, teacher = world["weights"]
+
+    def argv(seed, out):
+        return ["--root", world["root"], "--seed", str(seed), "--trainer", "PromptKD",
+                "--dataset-config-file", "configs/datasets/oxford_pets.yaml",
+                "--config-file", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml",
+                "--output-dir", str(out), "DATASET.NUM_SHOTS", "0", "MODEL.BACKBONE.WEIGHTS", student,
+                "TRAINER.PROMPTKD.TEACHER_WEIGHTS", teacher, "TRAINER.PROMPTKD.TEACHER_ROOT", world["teacher_root"],
+                "INPUT.SIZE", "(32,32)", "INPUT.TRANSFORMS", "['normalize']", "OPTIM.MAX_EPOCH", "1",
+                "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+                "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", "2", "TRAINER.PROMPTKD.PROMPT_DEPTH_TEXT", "2",
+                "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS", "True", "USE_CUDA", "False"]
+
+    logs = tmp_path / "logs"
+    jobs = [Job("run 1", argv(1, tmp_path / "r1"), logs / "r1.log", group="pets"),
+            Job("broken", argv(1, tmp_path / "r2") + ["NO.SUCH_KEY", "1"], logs / "broken.log", group="pets"),
+            Job("run 3", argv(3, tmp_path / "r3"), logs / "r3.log", group="pets")]
+    messages = []
+    with pytest.raises(JobFailed) as info:
+        run_train_jobs(jobs, workers=2, threads=1, cwd=REPO, log=messages.append)
+    assert "1 benchmark command(s) failed" in str(info.value) and "broken" in str(info.value)
+    assert "Unknown config key" in str(info.value)  # the end of its log
+
+    assert [j.returncode for j in jobs] == [0, 2, 0]
+    assert sorted(m.split("] ", 1)[1].split(":")[0] for m in messages) == ["broken", "run 1", "run 3"]
+    assert any("broken: FAILED (exit 2) in" in m for m in messages)
+    assert all(m.startswith(f"  [{i + 1}/3] ") for i, m in enumerate(messages))
+    for name in ("r1", "r3"):
+        assert json.loads((tmp_path / name / "results.json").read_text())["seed"] == int(name[1])
+        log = (logs / f"{name}.log").read_text()
+        assert "Results written to" in log and "Teacher cache (TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS)" in log
+        # each run's log.txt holds that run only (the tee of the previous run was closed)
+        assert (tmp_path / name / "log.txt").read_text().count("Results written to") == 1
+    assert "Error:" in (logs / "broken.log").read_text()

@@ -1,0 +1,108 @@
+"""Opt-in cache of the frozen teacher's per-image output (``TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS``).
+
+Why: the teacher's image tower is frozen and, with a deterministic training transform, sees exactly the
+same tensor for a given image in every epoch, yet it is the most expensive part of a distillation step.
+With the key on, each training image goes through the teacher once; later epochs (and later runs in the
+same process with the same teacher and data, e.g. a benchmark's seeds and omegas) reuse the result.
+
+What is stored: the teacher's normalised image features per image path (``batch["impath"]``), not the
+logits themselves. The logits are then ``Teacher.logits_from_features(features)``: the very computation
+``Teacher.logits`` does after its image forward, so the result is the same, and runs whose class lists
+differ can share the features.
+
+Exactness needs a deterministic training transform: a random op in ``INPUT.TRANSFORMS`` is refused with
+a ``UserError`` (see :func:`check_deterministic_transforms`). Images are assumed not to change on disk
+while the process lives.
+
+The store is module-level, keyed by everything that determines the teacher's image features (teacher
+checkpoint and CLIP weights files by path, size and mtime; dataset name and root; the INPUT keys of
+the transform; precision; device). At most ``MAX_STORES`` keys are kept (least recently used dropped).
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from dassl.utils import UserError
+
+CONFIG_KEY = "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS"
+# Training-transform choices that map an image to the same tensor every time; any other is random.
+DETERMINISTIC_TRANSFORMS = ("normalize", "instance_norm", "center_crop")
+# INPUT keys that shape the training tensor of a deterministic transform.
+INPUT_KEYS = ("SIZE", "TRANSFORMS", "NO_TRANSFORM", "PIXEL_MEAN", "PIXEL_STD", "INTERPOLATION")
+MAX_STORES = 2
+
+_stores: "OrderedDict[tuple, Dict[str, torch.Tensor]]" = OrderedDict()
+
+
+def random_transforms(choices: Sequence[str]) -> List[str]:
+    """The entries of ``choices`` (INPUT.TRANSFORMS) that are not deterministic."""
+    return [c for c in choices if c not in DETERMINISTIC_TRANSFORMS]
+
+
+def check_deterministic_transforms(cfg) -> None:
+    """Refuse the cache when the training transform is random (the cached output would be stale)."""
+    if cfg.INPUT.NO_TRANSFORM:
+        return
+    found = random_transforms(cfg.INPUT.TRANSFORMS)
+    if found:
+        raise UserError(
+            f"{CONFIG_KEY} True needs a deterministic training transform, but INPUT.TRANSFORMS "
+            f"{list(cfg.INPUT.TRANSFORMS)} has random ops {found}. Set INPUT.TRANSFORMS to deterministic "
+            f"ones only ({list(DETERMINISTIC_TRANSFORMS)}, e.g. ['normalize']) or set {CONFIG_KEY} False.")
+
+
+def file_identity(name_or_path: str) -> Tuple:
+    """(absolute path, size, mtime) of an existing file, so a rewritten file gets a new key; else the name."""
+    if os.path.isfile(name_or_path):
+        stat = os.stat(name_or_path)
+        return (os.path.abspath(name_or_path), stat.st_size, stat.st_mtime_ns)
+    return (name_or_path,)
+
+
+def cache_key(cfg, checkpoint: str, weights: str, device: torch.device) -> tuple:
+    """Everything that determines the teacher's features of a training image, as a hashable tuple."""
+    inputs = tuple((k, str(cfg.INPUT[k])) for k in INPUT_KEYS)
+    return (file_identity(checkpoint), file_identity(weights), cfg.DATASET.NAME,
+            os.path.abspath(cfg.DATASET.ROOT), inputs, cfg.TRAINER.PROMPTKD.PREC, str(device))
+
+
+def store_for(key: tuple) -> Dict[str, torch.Tensor]:
+    """The (possibly empty) per-image store of ``key``; keeps at most ``MAX_STORES`` stores."""
+    if key in _stores:
+        _stores.move_to_end(key)
+    else:
+        _stores[key] = {}
+        while len(_stores) > MAX_STORES:
+            _stores.popitem(last=False)
+    return _stores[key]
+
+
+def clear() -> None:
+    """Forget every cached feature (tests; freeing memory)."""
+    _stores.clear()
+
+
+class TeacherOutputCache:
+    """A teacher's logits for a batch, running its image tower only on images not seen before."""
+
+    def __init__(self, teacher, store: Dict[str, torch.Tensor]) -> None:
+        self.teacher = teacher
+        self.store = store
+        self.computed = 0  # images that went through the teacher's image tower in this run
+
+    def logits(self, image: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        """Teacher logits of ``image`` [B, ...] whose rows are the images named by ``keys``."""
+        missing = [i for i, key in enumerate(keys) if key not in self.store]
+        if missing:
+            if len(missing) < len(keys):
+                image = image.index_select(0, torch.tensor(missing, device=image.device))
+            features = self.teacher.image_features(image)
+            for row, i in enumerate(missing):
+                self.store[keys[i]] = features[row]
+            self.computed += len(missing)
+        features = torch.stack([self.store[key] for key in keys])
+        return self.teacher.logits_from_features(features)
