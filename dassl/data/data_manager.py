@@ -9,6 +9,7 @@ from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from dassl.utils.tools import UserError, read_image
 
+from . import image_cache
 from .datasets import build_dataset
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
@@ -98,6 +99,8 @@ class DataManager:
 
         if cfg.VERBOSE:
             self.show_dataset_summary(cfg)
+        if cfg.DATALOADER.CACHE_IMAGES:
+            print(image_cache.summary(cfg.DATALOADER.NUM_WORKERS))
 
     @property
     def num_classes(self) -> int:
@@ -142,6 +145,8 @@ class DatasetWrapper(Dataset):
     A list/tuple of transforms gives keys ``img``, ``img2``, ``img3`` ...; with
     ``DATALOADER.K_TRANSFORMS > 1`` (training only) each key holds a list of augmented views;
     ``DATALOADER.RETURN_IMG0`` adds ``img0`` (resized, tensor, normalised if chosen).
+    ``DATALOADER.CACHE_IMAGES`` takes ``img`` from the process-level store of `image_cache` (single
+    deterministic transform only; anything else is refused with a ``UserError``).
     """
 
     def __init__(self, cfg, data_source: list, transform=None, is_train: bool = False):
@@ -159,6 +164,22 @@ class DatasetWrapper(Dataset):
         if "normalize" in cfg.INPUT.TRANSFORMS:
             to_tensor.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         self.to_tensor = Compose(to_tensor)
+        self.cache_description = self._cache_description()
+
+    def _cache_description(self) -> Optional[str]:
+        """The transform's key in the image cache, or None when ``DATALOADER.CACHE_IMAGES`` is off."""
+        if not self.cfg.DATALOADER.CACHE_IMAGES:
+            return None
+        if self.transform is None:
+            print(f"Image cache ({image_cache.CONFIG_KEY}): not used for a loader without transform "
+                  "(INPUT.NO_TRANSFORM)")
+            return None
+        image_cache.check_cacheable(self.cfg, self.transform, self.is_train)
+        return image_cache.describe(self.cfg, self.transform)
+
+    def _load_transformed(self, impath: str):
+        """Read and transform one image (what the cache stores)."""
+        return self.transform(read_image(impath))
 
     def __len__(self) -> int:
         return len(self.data_source)
@@ -166,6 +187,9 @@ class DatasetWrapper(Dataset):
     def __getitem__(self, idx: int) -> dict:
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
+        if self.cache_description is not None:
+            output["img"] = image_cache.cached_image(item.impath, self.cache_description, self._load_transformed)
+            return output
         img0 = read_image(item.impath)
 
         if self.transform is None:

@@ -40,6 +40,9 @@ class InstanceNormalization:
         std = flat.std(dim=1).view(-1, 1, 1)
         return (img - mean) / (std + self.eps)
 
+    def __repr__(self) -> str:  # stable text: DATALOADER.CACHE_IMAGES keys images by the transform's repr
+        return f"{type(self).__name__}(eps={self.eps})"
+
 
 def _interpolation(cfg):
     name = cfg.INPUT.INTERPOLATION
