@@ -11,8 +11,8 @@ from tools.synthshapes import captions as cap
 from tools.synthshapes.dataset_writer import (META_FILE, SPLIT_FILE, downstream_classes, downstream_classnames,
                                               write_dataset)
 from tools.synthshapes.plots import line_plot, read_entropy_curve
-from tools.synthshapes.pretrain import (PretrainSettings, _param_groups, caption_matches, caption_token_ids, checkpoint_paths,
-                                       pretrain)
+from tools.synthshapes.pretrain import (PretrainSettings, _batch, _param_groups, caption_matches, caption_token_ids,
+                                       checkpoint_paths, pretrain)
 from tools.synthshapes.tiny_clip import SPECS, init_state_dict
 from tools.synthshapes.world import COLOR_NAMES, COLORS, SHAPES, render, render_shifted
 
@@ -66,6 +66,21 @@ def test_caption_matches_counts_every_true_caption_as_positive():
     assert m[0, 1]            # caption 1 has no size: it describes image 0 too
     assert not m[1, 0]        # caption 0 names size 0, image 1 has size 1
     assert not m[2, 0] and not m[0, 2]   # different shape
+
+
+def test_pretraining_batch_renders_each_caption_twice_and_every_image_has_its_caption():
+    settings = PretrainSettings(role="student", steps=1, batch_size=12)
+    assert settings.images_per_caption == 2 and settings.lr == 2e-3   # the student's default
+    assert PretrainSettings(role="teacher", steps=1).lr == 1e-3
+    ids = caption_token_ids(16)
+    images, text, matches = _batch(0, settings, ids)
+    assert images.shape == (12, 3, 32, 32) and text.shape == (6, 16) and matches.shape == (12, 6)
+    # image 2k and 2k+1 are renderings of caption k
+    assert matches[torch.arange(12), torch.arange(12) // 2].all()
+    again = _batch(0, settings, ids)
+    assert torch.equal(images, again[0]) and torch.equal(text, again[1])   # seeded by (seed, step)
+    with pytest.raises(ValueError, match="multiple"):
+        PretrainSettings(role="student", steps=1, batch_size=7)
 
 
 def test_writer_and_reader_give_a_base2novel_dataset(tmp_path):

@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tools.synthshapes.cache import cache_dir, config_key, write_json_atomic
-from tools.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, dataset_dir_name, write_dataset
+from tools.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, data_key, dataset_dir_name, write_dataset
 from tools.synthshapes.jobs import Job, echo_train_argvs, run_jobs, run_train_jobs
 from tools.synthshapes.plots import line_plot, read_entropy_curve, write_csv
-from tools.synthshapes.pretrain import PretrainSettings, bf16_is_fast, checkpoint_paths
+from tools.synthshapes.pretrain import DEFAULT_STEPS, PretrainSettings, bf16_is_fast, checkpoint_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CFG = "synth_shapes"                 # configs/trainers/<Trainer>/synth_shapes.yaml for every trainer
@@ -47,8 +47,8 @@ TEACHER_SEED = 1                     # one cached teacher per dataset; students 
 class Plan:
     """What one benchmark mode runs."""
     mode: str
-    teacher_steps: int = 450
-    student_steps: int = 700
+    teacher_steps: int = DEFAULT_STEPS["teacher"]
+    student_steps: int = DEFAULT_STEPS["student"]
     pretrain_batch: int = 256
     variants: tuple = ("noisy", "textured")
     seeds: tuple = (1, 2, 3)
@@ -65,8 +65,8 @@ class Plan:
 
 PLANS = {
     "full": Plan("full"),
-    "quick": Plan("quick", teacher_steps=150, student_steps=300, pretrain_batch=128, seeds=(1,),
-                  omegas=(0.0, 50.0), student_epochs=5, teacher_epochs=6, teacher_reference_rows=False),
+    "quick": Plan("quick", teacher_steps=250, student_steps=300, seeds=(1,), omegas=(0.0, 50.0),
+                  student_epochs=3, teacher_epochs=6, teacher_reference_rows=False),
     # scripts/demo.sh's real-learning mode: the full mode's cached CLIPs and teacher, one dataset, 2 seeds.
     "demo": Plan("demo", variants=("noisy",), seeds=(1, 2), omegas=(0.0, 50.0), student_epochs=3),
     # CI-sized (tests/test_synthshapes.py): 10 classes, a handful of images, seconds of pretraining. The
@@ -91,7 +91,7 @@ class Benchmark:
         self.plan, self.cache, self.output, self.log = plan, cache, output, log
         self.workers, self.threads = workers, threads
         self.summary: dict = {"mode": plan.mode, "plan": asdict(plan), "timings": {}}
-        self.data_root = cache / f"data-{config_key({'counts': plan.counts, 'n': plan.num_classes})}"
+        self.data_root = cache / f"data-{config_key(data_key(plan.counts, plan.num_classes))}"
         self.weights: dict[str, Path] = {}
 
     # ----------------------------------------------------------------- helpers
@@ -141,7 +141,6 @@ class Benchmark:
 
     def pretrain(self) -> None:
         bf16 = bf16_is_fast()
-        all_threads = self.workers * self.threads
         jobs = []
         for role, steps in (("teacher", self.plan.teacher_steps), ("student", self.plan.student_steps)):
             settings = PretrainSettings(role=role, steps=steps, batch_size=self.plan.pretrain_batch, bf16=bf16)
@@ -152,11 +151,17 @@ class Benchmark:
                 continue
             argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(steps),
                     "--batch-size", str(self.plan.pretrain_batch), "--cache", str(self.cache),
-                    "--threads", str(all_threads), "--bf16", "on" if bf16 else "off"]
+                    "--threads", str(self.threads), "--bf16", "on" if bf16 else "off"]
             jobs.append(Job(f"pretrain {role} ({steps} steps)", argv, self.output / "logs" / f"pretrain_{role}.log"))
-        # One after the other with every thread: the teacher alone outlasts the student, so running them
-        # side by side with one thread each would leave a core idle for most of the stage.
-        run_jobs(jobs, 1, all_threads, REPO_ROOT, self.log)
+        # Side by side, one thread each (these small matrices use a core better alone than split over two:
+        # 1.1 core-seconds per teacher step on one thread, 1.4 on two); the teacher, 4x costlier per step,
+        # takes every thread once the student's checkpoint appears, and all of them when it runs alone.
+        all_threads = self.workers * self.threads
+        for job in jobs:
+            if job.name.startswith("pretrain teacher"):
+                job.argv += (["--grow-threads", str(self.weights["student"]), str(all_threads)] if len(jobs) > 1
+                             else ["--threads", str(all_threads)])
+        run_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
         self.summary["pretrain"] = {}
         for role, path in self.weights.items():
             meta = json.loads(path.with_suffix(".json").read_text())

@@ -16,9 +16,9 @@ CAPTION_TEMPLATES = (
     "a {color} {shape}.",
     "a picture of a {color} {shape}.",
     "a drawing of a {size} {color} {shape}.",
-    "a {color} {shape} on a background.",
-    "the {shape} is {color}.",
 )
+# Every template ends in "{color} {shape}.": with templates that moved the shape word ("the {shape} is
+# {color}.", "... on a background.") the tiny text towers took far longer to pick up shape words.
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 

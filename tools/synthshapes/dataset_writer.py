@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from tools.synthshapes.captions import class_name
-from tools.synthshapes.world import COLOR_NAMES, SHAPES, SHIFTS, SIZES, render_shifted, to_uint8_images
+from tools.synthshapes.world import (COLOR_NAMES, SHAPES, SHIFTS, SIZES, render_shifted, shift_settings,
+                                     to_uint8_images)
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2   # bump on any change to how world.py renders images (pose, colours, shapes)
 SPLIT_FILE = "split_zhou_SynthShapes.json"
 META_FILE = "synthshapes.json"
 CLASS_PERMUTATION_SEED = 1234
@@ -53,8 +54,13 @@ def downstream_classnames(num_classes: int = NUM_CLASSES) -> list[str]:
 
 
 def _expected_meta(variant: str, counts: dict, num_classes: int, seed: int) -> dict:
-    return {"world_version": WORLD_VERSION, "variant": variant, "counts": counts,
+    return {"world_version": WORLD_VERSION, "shifts": shift_settings(), "variant": variant, "counts": counts,
             "num_classes": num_classes, "seed": seed}
+
+
+def data_key(counts: dict, num_classes: int) -> dict:
+    """Everything a data root's contents depend on (hashed into its folder name by the benchmark)."""
+    return {"counts": counts, "n": num_classes, "world_version": WORLD_VERSION, "shifts": shift_settings()}
 
 
 def _clear_previous(dataset_dir: Path) -> None:

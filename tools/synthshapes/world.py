@@ -1,7 +1,7 @@
 """The SynthShapes world: shapes, colours and sizes, and a vectorised 32x32 renderer.
 
-Every image shows one shape of one colour and one size, roughly centred (+-2 px) and rotated within
-+-30 degrees, on a random background. Rendering is done for a whole batch at once with torch
+Every image shows one shape of one colour and one size, roughly centred (+-0.5 px) and rotated within
++-15 degrees, on a random background. Rendering is done for a whole batch at once with torch
 (`grid_sample` of pre-drawn shape masks), so contrastive pretraining can draw fresh images each step.
 Downstream domain shifts (noise + low contrast, textured backgrounds) live in `apply_shift`.
 """
@@ -33,8 +33,13 @@ COLOR_NAMES = tuple(COLORS)
 SIZES = ("small", "medium", "large")
 SIZE_RADIUS_PX = (7.0, 10.0, 13.0)   # outer radius of the shape in pixels, per size
 SHIFTS = ("clean", "noisy", "textured")
-MAX_ROTATION_DEG = 30.0   # shapes are rotated uniformly within +-this many degrees
-MAX_JITTER_PX = 2.0       # and shifted by up to this many pixels from the centre
+# Pose variation. Measured with a supervised probe of the student's image tower (200 steps): centred and
+# upright shapes reach 98% shape accuracy, +-15 degrees and +-0.5 px 75%, +-30 degrees 60%, +-2 px 56%.
+# A ViT with 8-pixel patches learns translation and rotation slowly, and pretraining must fit in minutes.
+MAX_ROTATION_DEG = 15.0   # shapes are rotated uniformly within +-this many degrees
+MAX_JITTER_PX = 0.5       # and shifted by up to this many pixels from the centre
+NOISY_CONTRAST = 0.4      # the 'noisy' shift scales contrast by this factor around the image's mean grey
+NOISY_SIGMA = 0.2         # and adds Gaussian pixel noise of this standard deviation
 
 _TEMPLATE_PX = 96          # resolution of the pre-drawn masks
 _TEMPLATE_EXTENT = 0.9     # shapes fill a circle of this radius in the mask's [-1, 1] frame
@@ -172,6 +177,11 @@ def render(shape_idx: torch.Tensor, color_idx: torch.Tensor, size_idx: torch.Ten
     return img.clamp(0, 1)
 
 
+def shift_settings() -> dict:
+    """The downstream shifts' parameters: part of the datasets' cache key, so changing one re-renders."""
+    return {"noisy_contrast": NOISY_CONTRAST, "noisy_sigma": NOISY_SIGMA}
+
+
 def apply_shift(images: torch.Tensor, shift: str, gen: torch.Generator) -> torch.Tensor:
     """Downstream domain shift: 'clean' (none), 'noisy' (low contrast + heavy noise), 'textured' (mild noise).
 
@@ -181,8 +191,8 @@ def apply_shift(images: torch.Tensor, shift: str, gen: torch.Generator) -> torch
         return images
     if shift == "noisy":
         grey = images.mean(dim=(1, 2, 3), keepdim=True)
-        low_contrast = grey + 0.45 * (images - grey)
-        return (low_contrast + 0.16 * torch.randn(images.shape, generator=gen)).clamp(0, 1)
+        low_contrast = grey + NOISY_CONTRAST * (images - grey)
+        return (low_contrast + NOISY_SIGMA * torch.randn(images.shape, generator=gen)).clamp(0, 1)
     if shift == "textured":
         return (images + 0.06 * torch.randn(images.shape, generator=gen)).clamp(0, 1)
     raise ValueError(f"unknown shift {shift!r} (expected one of {SHIFTS})")
