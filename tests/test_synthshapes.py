@@ -180,3 +180,24 @@ def test_tiny_benchmark_end_to_end_learns(tmp_path):
     assert row["PromptKD_RSM_w50_best"]["n"] == 1
     assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "hm_vs_omega.csv").is_file()
     assert summary["entropy"]["runs"]["50"][0]["first_H"] <= math.log(32 + 10) + 1e-3
+
+
+def test_benchmark_sets_aside_runs_made_from_other_inputs(tmp_path):
+    from tools.synthshapes.benchmark import PLANS, Benchmark
+    output = tmp_path / "out"
+    bench = Benchmark(PLANS["tiny"], tmp_path / "cache", output, log=lambda *_: None)
+    bench.weights = {"teacher": tmp_path / "teacher-a.pt", "student": tmp_path / "student-a.pt"}
+    done = output / "base2new" / "run" / "results.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    bench.set_aside_stale_runs()            # no stamp yet: runs of unknown origin are moved away
+    assert not done.exists() and len(list(tmp_path.glob("out.stale-*/base2new/run/results.json"))) == 1
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    bench.set_aside_stale_runs()            # same inputs: kept
+    assert done.exists()
+    bench.weights["student"] = tmp_path / "student-b.pt"
+    import time as _time
+    _time.sleep(1.1)                        # the stale folder name has a one-second time stamp
+    bench.set_aside_stale_runs()            # another student CLIP: moved
+    assert not done.exists() and len(list(tmp_path.glob("out.stale-*"))) == 2

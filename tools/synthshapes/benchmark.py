@@ -176,6 +176,27 @@ class Benchmark:
                           "cfg": (REPO_ROOT / "configs/trainers/PromptSRC" / f"{CFG}.yaml").read_text()})
         return self.cache / "teachers" / key
 
+    STAMP_FILE = "inputs.json"
+
+    def set_aside_stale_runs(self) -> None:
+        """Move finished runs made from other data / CLIPs / teachers out of the way.
+
+        The protocol scripts skip any run whose results.json exists, so without this a rerun after a change
+        to the world or the pretraining recipe would silently report the old runs.
+        """
+        stamp = {"data": self.data_root.name, "teacher": self.weights["teacher"].name,
+                 "student": self.weights["student"].name, "teachers": self.teacher_root.name}
+        path = self.output / self.STAMP_FILE
+        previous = json.loads(path.read_text()) if path.is_file() else None
+        runs = [self.output / name for name in ("zeroshot", "base2new") if (self.output / name).exists()]
+        if runs and previous != stamp:
+            stale = self.output.with_name(f"{self.output.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            stale.mkdir(parents=True)
+            for folder in runs:
+                folder.rename(stale / folder.name)
+            self.log(f"  earlier runs in {self.output} were made from other inputs; moved to {stale}")
+        write_json_atomic(path, stamp)
+
     def zero_shot_and_teachers(self) -> None:
         """Teacher tuning and zero-shot evaluations in the worker pool, then each script again (without
         echo) for what follows train.py: installing the teacher, writing the zero-shot results.json."""
@@ -455,6 +476,7 @@ class Benchmark:
         self.log(f"SynthShapes benchmark '{self.plan.mode}': cache {self.cache}, output {self.output}")
         self._stage("datasets", self.write_data)
         self._stage("pretraining", self.pretrain)
+        self.set_aside_stale_runs()
         self._stage("zero-shot and teachers", self.zero_shot_and_teachers)
         self._stage("students", self.students)
         self.summary["timings"]["total"] = round(time.time() - start, 1)
