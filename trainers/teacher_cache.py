@@ -26,13 +26,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from dassl.data.image_cache import INPUT_KEYS, file_identity
 from dassl.utils import UserError
 
 CONFIG_KEY = "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS"
 # Training-transform choices that map an image to the same tensor every time; any other is random.
 DETERMINISTIC_TRANSFORMS = ("normalize", "instance_norm", "center_crop")
-# INPUT keys that shape the training tensor of a deterministic transform.
-INPUT_KEYS = ("SIZE", "TRANSFORMS", "NO_TRANSFORM", "PIXEL_MEAN", "PIXEL_STD", "INTERPOLATION")
 MAX_STORES = 2
 
 _stores: "OrderedDict[tuple, Dict[str, torch.Tensor]]" = OrderedDict()
@@ -55,18 +54,15 @@ def check_deterministic_transforms(cfg) -> None:
             f"ones only ({list(DETERMINISTIC_TRANSFORMS)}, e.g. ['normalize']) or set {CONFIG_KEY} False.")
 
 
-def file_identity(name_or_path: str) -> Tuple:
+def _identity(name_or_path: str) -> Tuple:
     """(absolute path, size, mtime) of an existing file, so a rewritten file gets a new key; else the name."""
-    if os.path.isfile(name_or_path):
-        stat = os.stat(name_or_path)
-        return (os.path.abspath(name_or_path), stat.st_size, stat.st_mtime_ns)
-    return (name_or_path,)
+    return file_identity(name_or_path) or (name_or_path,)
 
 
 def cache_key(cfg, checkpoint: str, weights: str, device: torch.device) -> tuple:
     """Everything that determines the teacher's features of a training image, as a hashable tuple."""
     inputs = tuple((k, str(cfg.INPUT[k])) for k in INPUT_KEYS)
-    return (file_identity(checkpoint), file_identity(weights), cfg.DATASET.NAME,
+    return (_identity(checkpoint), _identity(weights), cfg.DATASET.NAME,
             os.path.abspath(cfg.DATASET.ROOT), inputs, cfg.TRAINER.PROMPTKD.PREC, str(device))
 
 

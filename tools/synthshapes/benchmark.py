@@ -139,19 +139,27 @@ class Benchmark:
             path = write_dataset(self.data_root, variant, counts=self.plan.counts, num_classes=self.plan.num_classes)
             self.log(f"  {DATASET_NAMES[variant]}: {path}")
 
-    def pretrain(self) -> None:
-        bf16 = bf16_is_fast()
-        jobs = []
+    def _pretrain_checkpoints(self) -> dict[str, tuple[PretrainSettings, Path, bool]]:
+        """Per role: the plan's pretraining settings, its checkpoint path, and whether it is cached."""
+        out = {}
         for role, steps in (("teacher", self.plan.teacher_steps), ("student", self.plan.student_steps)):
-            settings = PretrainSettings(role=role, steps=steps, batch_size=self.plan.pretrain_batch, bf16=bf16)
+            settings = PretrainSettings(role=role, steps=steps, batch_size=self.plan.pretrain_batch,
+                                        bf16=bf16_is_fast())
             final, meta, _ = checkpoint_paths(settings, self.cache)
+            out[role] = (settings, final, final.is_file() and meta.is_file())
+        return out
+
+    def pretrain(self) -> None:
+        jobs = []
+        for role, (settings, final, cached) in self._pretrain_checkpoints().items():
             self.weights[role] = final
-            if final.is_file() and meta.is_file():
+            if cached:
                 self.log(f"  {role}: cached {final}")
                 continue
+            steps = settings.steps
             argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(steps),
                     "--batch-size", str(self.plan.pretrain_batch), "--cache", str(self.cache),
-                    "--threads", str(self.threads), "--bf16", "on" if bf16 else "off"]
+                    "--threads", str(self.threads), "--bf16", "on" if settings.bf16 else "off"]
             jobs.append(Job(f"pretrain {role} ({steps} steps)", argv, self.output / "logs" / f"pretrain_{role}.log"))
         # Side by side, one thread each (these small matrices use a core better alone than split over two:
         # 1.1 core-seconds per teacher step on one thread, 1.4 on two); the teacher, 4x costlier per step,
@@ -239,16 +247,16 @@ class Benchmark:
             last = (run_dir / "VLPromptLearner" / "checkpoint").read_text().split()[0]
             epoch = last.rsplit("-", 1)[-1]
             for part in ("base", "new"):
-                argv = [sys.executable, "train.py", "--root", str(self.data_root), "--seed", str(TEACHER_SEED),
+                argv = ["--root", str(self.data_root), "--seed", str(TEACHER_SEED),
                         "--trainer", "PromptSRC", "--dataset-config-file", f"configs/datasets/{key}.yaml",
                         "--config-file", f"configs/trainers/PromptSRC/{CFG}.yaml",
                         "--output-dir", str(run_dir / f"eval_{part}"), "--eval-only",
                         "--model-dir", str(run_dir), "--load-epoch", epoch,
                         "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", part,
                         "MODEL.BACKBONE.WEIGHTS", str(self.weights["teacher"])]
-                jobs.append(Job(f"teacher eval {key} {part}", argv, run_dir / f"eval_{part}.log"))
+                jobs.append(Job(f"teacher eval {key} {part}", argv, run_dir / f"eval_{part}.log", group=key))
             todo.append((key, run_dir, result))
-        self._run(jobs)
+        self._run_train(jobs)
         for key, run_dir, result in todo:
             acc = {part: _last_accuracy(run_dir / f"eval_{part}.log") for part in ("base", "new")}
             write_json_atomic(result, acc)
@@ -463,12 +471,7 @@ class Benchmark:
 
     def pretrained_cached(self) -> bool:
         """Whether both pretrained CLIPs of this plan are already in the cache."""
-        for role, steps in (("teacher", self.plan.teacher_steps), ("student", self.plan.student_steps)):
-            settings = PretrainSettings(role=role, steps=steps, batch_size=self.plan.pretrain_batch, bf16=bf16_is_fast())
-            final, meta, _ = checkpoint_paths(settings, self.cache)
-            if not (final.is_file() and meta.is_file()):
-                return False
-        return True
+        return all(cached for _, _, cached in self._pretrain_checkpoints().values())
 
     def run(self) -> dict:
         start = time.time()
