@@ -3,8 +3,8 @@
 Written by `python -m tools.synthshapes.dataset_writer <root>` in the CoOp layout:
 ``<root>/synth_shapes_<variant>/images/<class_folder>/*.png`` + ``split_zhou_SynthShapes.json``.
 One registered reader per variant, so each variant has its own ``DATASET.NAME`` (and its own rows
-in the result tables): ``SynthShapes`` (clean images), ``SynthShapesNoisy`` (heavy noise, low
-contrast) and ``SynthShapesTextured`` (textured backgrounds). Class names read naturally in a
+in the result tables): ``SynthShapes`` (clean images), ``SynthShapesNoisy`` (very low contrast,
+pixel noise) and ``SynthShapesTextured`` (textured backgrounds). Class names read naturally in a
 prompt ("red triangle"); the template is "a photo of a {}.".
 """
 from dassl.data.datasets import DATASET_REGISTRY

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools.synthshapes.jobs import (Job, JobFailed, _call_logged, _next_job, echo_train_argvs, parse_echoed_argvs,
-                                    run_train_jobs)
+                                    TrainPool, run_train_jobs)
 
 import trainers_tiny_setup as tiny
 
@@ -129,3 +129,17 @@ def test_pool_runs_jobs_in_two_workers_and_reports_the_failure(tmp_path):
         # each run's log.txt holds that run only (the tee of the previous run was closed)
         assert (tmp_path / name / "log.txt").read_text().count("Results written to") == 1
     assert "Error:" in (logs / "broken.log").read_text()
+
+
+def test_train_pool_keeps_its_workers_warm_between_batches(tmp_path):
+    """TrainPool reuses the same worker process for a second batch and stops it on close."""
+    with TrainPool(workers=1, threads=1, cwd=REPO, log=lambda _: None) as pool:
+        first = pool.run([Job(f"help {i}", ["--help"], tmp_path / f"a{i}.log") for i in range(2)])
+        pids = sorted(w.process.pid for w in pool._pool)
+        second = pool.run([Job("help again", ["--help"], tmp_path / "b.log")])
+        assert sorted(w.process.pid for w in pool._pool) == pids
+        assert all(w.process.is_alive() for w in pool._pool)
+        workers = list(pool._pool)
+    assert [j.returncode for j in first + second] == [0, 0, 0]
+    assert "usage:" in (tmp_path / "b.log").read_text()
+    assert not any(w.process.is_alive() for w in workers)   # closed with the context

@@ -16,8 +16,8 @@ Stages (everything expensive is cached and reused; a rerun skips finished runs):
 
 Every train.py run is the one the project's protocol scripts would start: the benchmark asks each script
 for its train.py arguments (echo mode, scripts/common.sh; finished runs are skipped by the script) and
-runs them in a few long-lived worker processes (tools/synthshapes/jobs.py, `run_train_jobs`), so that
-start-up is paid once per worker and runs on one dataset share the teacher cache of
+runs them in a few long-lived worker processes (tools/synthshapes/jobs.py, `TrainPool`), kept for the whole
+benchmark, so that start-up is paid once per worker and runs on one dataset share the teacher cache of
 TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS. Per-run logs go to <output>/logs/.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tools.synthshapes.cache import cache_dir, config_key, write_json_atomic
 from tools.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, data_key, dataset_dir_name, write_dataset
-from tools.synthshapes.jobs import Job, echo_train_argvs, run_jobs, run_train_jobs
+from tools.synthshapes.jobs import Job, TrainPool, echo_train_argvs, run_jobs, run_train_jobs
 from tools.synthshapes.plots import line_plot, read_entropy_curve, write_csv
 from tools.synthshapes.pretrain import DEFAULT_STEPS, PretrainSettings, bf16_is_fast, checkpoint_paths
 
@@ -66,9 +66,9 @@ class Plan:
 PLANS = {
     "full": Plan("full"),
     "quick": Plan("quick", teacher_steps=250, student_steps=300, seeds=(1,), omegas=(0.0, 50.0),
-                  student_epochs=3, teacher_epochs=6, teacher_reference_rows=False),
+                  teacher_epochs=6, teacher_reference_rows=False),
     # scripts/demo.sh's real-learning mode: the full mode's cached CLIPs and teacher, one dataset, 2 seeds.
-    "demo": Plan("demo", variants=("noisy",), seeds=(1, 2), omegas=(0.0, 50.0), student_epochs=3),
+    "demo": Plan("demo", variants=("noisy",), seeds=(1, 2), omegas=(0.0, 50.0)),
     # CI-sized (tests/test_synthshapes.py): 10 classes, a handful of images, seconds of pretraining. The
     # student is barely pretrained on purpose (its zero-shot is near chance), so a distilled student
     # that beats its zero-shot HM shows that the teacher's knowledge really reached it.
@@ -93,6 +93,7 @@ class Benchmark:
         self.summary: dict = {"mode": plan.mode, "plan": asdict(plan), "timings": {}}
         self.data_root = cache / f"data-{config_key(data_key(plan.counts, plan.num_classes))}"
         self.weights: dict[str, Path] = {}
+        self.pool: TrainPool | None = None   # warm train.py workers while `run` is in progress
 
     # ----------------------------------------------------------------- helpers
     def _stage(self, name: str, fn) -> None:
@@ -106,8 +107,11 @@ class Benchmark:
         run_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
 
     def _run_train(self, jobs: list[Job]) -> None:
-        """train.py jobs (from `_train_jobs`) in long-lived worker processes."""
-        run_train_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
+        """train.py jobs (from `_train_jobs`) in the benchmark's warm workers (or a pool of their own)."""
+        if self.pool is not None:
+            self.pool.run(jobs)
+        else:
+            run_train_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
 
     @staticmethod
     def _key(variant: str) -> str:
@@ -480,8 +484,10 @@ class Benchmark:
         self._stage("datasets", self.write_data)
         self._stage("pretraining", self.pretrain)
         self.set_aside_stale_runs()
-        self._stage("zero-shot and teachers", self.zero_shot_and_teachers)
-        self._stage("students", self.students)
+        with TrainPool(self.workers, self.threads, REPO_ROOT, self.log) as self.pool:
+            self._stage("zero-shot and teachers", self.zero_shot_and_teachers)
+            self._stage("students", self.students)
+        self.pool = None
         self.summary["timings"]["total"] = round(time.time() - start, 1)
         self._stage("report", self.report)
         self.log(f"\nTable (tools/parse_results.py {self.output}):")

@@ -243,38 +243,59 @@ def _spawn_workers(n: int, cwd: Path, threads: int, results, ctx) -> list[_Worke
                 os.environ[key] = value
 
 
-def run_train_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
-                   log: Callable[[str], None] = print) -> list[Job]:
-    """Run train.py jobs (`Job.argv` = train.py's arguments) in `workers` long-lived processes.
+class TrainPool:
+    """Long-lived train.py worker processes that stay warm from one batch of jobs to the next.
 
-    A free worker takes the next job (`_next_job`: same `group` first). Each job's stdout/stderr go to its
-    `log_path`; name, status and seconds are logged as `run_jobs` does, and `JobFailed` is raised after
-    all jobs finished if any failed (non-zero `train.cli` status, an exception, or a dead worker).
-    Workers are started with multiprocessing's "spawn", so the caller's main module must be import-safe
-    (an ``if __name__ == "__main__":`` guard).
+    Workers are started on demand (up to `workers`) and keep their per-process caches (imports, the
+    teacher cache, the image cache) until `close()`; use it as a context manager. Started with
+    multiprocessing's "spawn", so the caller's main module must be import-safe (an
+    ``if __name__ == "__main__":`` guard).
     """
-    if not jobs:
-        return jobs
-    for job in jobs:
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    pool = _spawn_workers(max(1, min(workers, len(jobs))), cwd, threads, results, ctx)
-    pending, done = list(range(len(jobs))), 0
 
-    def finish(index: int, code: int, why: str, seconds: float) -> None:
-        nonlocal done
-        jobs[index].returncode, jobs[index].seconds = code, seconds
-        done += 1
-        _report(jobs[index], done, len(jobs), log, why)
+    def __init__(self, workers: int, threads: int, cwd: Path, log: Callable[[str], None] = print) -> None:
+        self.max_workers, self.threads, self.cwd, self.log = max(1, workers), threads, cwd, log
+        self._ctx = multiprocessing.get_context("spawn")
+        self._results = None
+        self._pool: list[_Worker] = []
 
-    def feed(worker: _Worker) -> None:
-        if pending and worker.process.is_alive():
-            index = _next_job(jobs, pending, worker.group, {w.group for w in pool if w is not worker})
-            pending.remove(index)
-            worker.give(index, jobs[index])
+    def __enter__(self) -> "TrainPool":
+        return self
 
-    try:
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _ensure_workers(self, wanted: int) -> list[_Worker]:
+        """Drop dead workers and start new ones until `wanted` (at most `max_workers`) are alive."""
+        if self._results is None:
+            self._results = self._ctx.Queue()
+        self._pool = [w for w in self._pool if w.process.is_alive()]
+        missing = min(wanted, self.max_workers) - len(self._pool)
+        if missing > 0:
+            self._pool += _spawn_workers(missing, self.cwd, self.threads, self._results, self._ctx)
+        return self._pool
+
+    def run(self, jobs: list[Job]) -> list[Job]:
+        """Run train.py jobs (`Job.argv` = train.py's arguments); see `run_train_jobs`."""
+        if not jobs:
+            return jobs
+        for job in jobs:
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        pool = self._ensure_workers(len(jobs))
+        results, log = self._results, self.log
+        pending, done = list(range(len(jobs))), 0
+
+        def finish(index: int, code: int, why: str, seconds: float) -> None:
+            nonlocal done
+            jobs[index].returncode, jobs[index].seconds = code, seconds
+            done += 1
+            _report(jobs[index], done, len(jobs), log, why)
+
+        def feed(worker: _Worker) -> None:
+            if pending and worker.process.is_alive():
+                index = _next_job(jobs, pending, worker.group, {w.group for w in pool if w is not worker})
+                pending.remove(index)
+                worker.give(index, jobs[index])
+
         for worker in pool:
             feed(worker)
         while any(w.job for w in pool):
@@ -293,8 +314,24 @@ def run_train_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
             feed(worker)
         for index in pending:  # every worker died
             finish(index, 1, "not run: no worker process left", 0.0)
-    finally:
-        for worker in pool:
+        _raise_if_failed(jobs)
+        return jobs
+
+    def close(self) -> None:
+        """Stop every worker (each finishes its current job first)."""
+        for worker in self._pool:
             worker.stop()
-    _raise_if_failed(jobs)
-    return jobs
+        self._pool = []
+
+
+def run_train_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
+                   log: Callable[[str], None] = print) -> list[Job]:
+    """Run train.py jobs (`Job.argv` = train.py's arguments) in `workers` long-lived processes.
+
+    A free worker takes the next job (`_next_job`: same `group` first). Each job's stdout/stderr go to its
+    `log_path`; name, status and seconds are logged as `run_jobs` does, and `JobFailed` is raised after
+    all jobs finished if any failed (non-zero `train.cli` status, an exception, or a dead worker).
+    The workers end with the call; `TrainPool` keeps them for later batches.
+    """
+    with TrainPool(workers, threads, cwd, log) as pool:
+        return pool.run(jobs)

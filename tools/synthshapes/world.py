@@ -38,8 +38,13 @@ SHIFTS = ("clean", "noisy", "textured")
 # A ViT with 8-pixel patches learns translation and rotation slowly, and pretraining must fit in minutes.
 MAX_ROTATION_DEG = 15.0   # shapes are rotated uniformly within +-this many degrees
 MAX_JITTER_PX = 0.5       # and shifted by up to this many pixels from the centre
-NOISY_CONTRAST = 0.4      # the 'noisy' shift scales contrast by this factor around the image's mean grey
-NOISY_SIGMA = 0.2         # and adds Gaussian pixel noise of this standard deviation
+# The 'noisy' shift scales contrast by NOISY_CONTRAST around the image's mean grey and adds Gaussian pixel
+# noise of std NOISY_SIGMA. Chosen so that the frozen features still hold the classes (a linear probe on
+# them reaches 81% / 87% for student / teacher over the 40 classes) while zero-shot matching breaks down
+# (31% / 43%): room for a prompt-tuned teacher to teach. The earlier setting (contrast 0.4, std 0.2)
+# destroyed the information itself (probes 50% / 55%), so no student could learn it from any teacher.
+NOISY_CONTRAST = 0.25
+NOISY_SIGMA = 0.05
 
 _TEMPLATE_PX = 96          # resolution of the pre-drawn masks
 _TEMPLATE_EXTENT = 0.9     # shapes fill a circle of this radius in the mask's [-1, 1] frame
@@ -183,7 +188,7 @@ def shift_settings() -> dict:
 
 
 def apply_shift(images: torch.Tensor, shift: str, gen: torch.Generator) -> torch.Tensor:
-    """Downstream domain shift: 'clean' (none), 'noisy' (low contrast + heavy noise), 'textured' (mild noise).
+    """Downstream domain shift: 'clean' (none), 'noisy' (very low contrast + noise), 'textured' (mild noise).
 
     The textured shift's backgrounds are drawn by `render(..., background='textured')`; this adds its noise.
     """
