@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SynthShapes: the whole PromptKD / AME benchmark in miniature on CPU (tools/synthshapes/benchmark.py).
-#   bash scripts/synth_benchmark.sh            full run: 2 datasets x 3 seeds, omega sweep, tables, plots
-#   bash scripts/synth_benchmark.sh --quick    CI-sized run (fewer pretraining steps, 1 seed, 3 omegas)
+#   bash scripts/synth_benchmark.sh            full run: 2 datasets x 3 seeds, omega sweep, tables, plots (about 10 minutes on 2 cores)
+#   bash scripts/synth_benchmark.sh --quick    CI-sized run (fewer pretraining steps, 1 seed, omega 0 and 50; about 5 minutes)
 # Other options: --cache DIR (default $AME_CACHE or ~/.cache/ame/synthshapes), --output DIR
 # (default output/synthshapes/<mode>), --workers N, --threads N, --seeds S ... ; see --help.
 # Pretrained CLIPs, datasets and teachers are cached and reused; finished runs are skipped on a rerun.

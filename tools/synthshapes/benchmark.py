@@ -514,7 +514,7 @@ def _last_accuracy(log_path: Path) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="SynthShapes: a CPU-sized PromptKD / AME benchmark.")
-    parser.add_argument("--quick", action="store_true", help="CI-sized run (fewer steps, 1 seed, 3 omegas)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (fewer pretraining steps, 1 seed, omega 0 and 50)")
     parser.add_argument("--mode", choices=sorted(PLANS), default=None, help="full | quick | tiny (overrides --quick)")
     parser.add_argument("--cache", default=None, help="cache folder (default $AME_CACHE or ~/.cache/ame/synthshapes)")
     parser.add_argument("--output", default=None, help="where runs and the summary go (default output/synthshapes/<mode>)")
