@@ -60,24 +60,11 @@ if echo_mode; then exit 0; fi
 
 # One results.json for tools/parse_results.py (zero-shot has no epochs: best = last).
 "$PYTHON" - "$ROOT_DIR" "$MODE" <<'PY'
-import json, sys
-from pathlib import Path
-from trainers.results import base2novel_entry, cross_entry, write_results
-root, mode = Path(sys.argv[1]), sys.argv[2]
-parts = ["base", "new"] if mode == "base2new" else ["all"]
-acc = {}
-for part in parts:
-    f = root / part / "zeroshot.json"
-    if not f.is_file():
-        sys.exit(f"error: {f} was not written; see the log in {root / part}")
-    info = json.loads(f.read_text())
-    acc[part] = info["accuracy"]
-if mode == "base2new":
-    entry, protocol = base2novel_entry(0, acc["base"], acc["new"]), "base2novel"
-else:
-    entry, protocol = cross_entry(0, acc["all"]), "cross"
-record = {"trainer": info["trainer"], "dataset": info["dataset"], "protocol": protocol, "seed": 0,
-          "shots": 0, "config_hash": info.get("config_hash", ""), "best": entry, "last": entry}
-path = write_results(str(root), record)
+import sys
+from trainers.results import write_zeroshot_results
+try:
+    path, entry = write_zeroshot_results(sys.argv[1], sys.argv[2])
+except FileNotFoundError as error:
+    sys.exit(f"error: {error}")
 print(f"Zero-shot result written to {path}: {entry}")
 PY

@@ -153,6 +153,26 @@ def test_pretrain_writes_resumes_and_reuses(tmp_path):
     assert any("resuming from step 3" in m for m in resumed) and final.is_file()
 
 
+def test_pretrain_switches_threads_at_the_given_step_and_is_reproducible(tmp_path):
+    """--grow-threads is tied to a step, so two runs with the same schedule give the same weights."""
+    settings = PretrainSettings(role="student", steps=3, batch_size=8, warmup=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for name in ("a", "b"):
+            messages = []
+            path, _ = pretrain(settings, tmp_path / name, print_every=10, log=messages.append, eval_per_class=1,
+                               grow_threads=(2, 2))
+            assert any("step 2: now 2 threads" in m for m in messages)
+            assert torch.get_num_threads() == 2
+            torch.set_num_threads(1)
+            runs.append(torch.load(path, weights_only=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
 def test_entropy_curve_is_read_from_the_training_log_and_plotted(tmp_path):
     log = tmp_path / "log.txt"
     log.write_text(
@@ -180,6 +200,12 @@ def test_tiny_benchmark_end_to_end_learns(tmp_path):
     assert row["PromptKD_RSM_w50_best"]["n"] == 1
     assert (tmp_path / "out" / "summary.md").is_file() and (tmp_path / "out" / "hm_vs_omega.csv").is_file()
     assert summary["entropy"]["runs"]["50"][0]["first_H"] <= math.log(32 + 10) + 1e-3
+    # Zero-shot runs are cached beside the CLIPs and copied into the output folder.
+    key = bench._key("clean")
+    cached = bench._zeroshot_dir(bench.zeroshot_root("student"), key, "student") / "results.json"
+    copied = tmp_path / "out" / "zeroshot" / key / "ZeroshotCLIP" / "synth_shapes_student" / "results.json"
+    assert cached.is_file() and str(tmp_path / "cache") in str(cached)
+    assert copied.read_text() == cached.read_text()
 
 
 def test_benchmark_sets_aside_runs_made_from_other_inputs(tmp_path):

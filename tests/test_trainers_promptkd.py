@@ -142,6 +142,8 @@ def test_text_features_computed_once_and_results_written(runs):
     assert last["epoch"] == 2 and last["base"] == pytest.approx(val_history[2], abs=1e-3)
     best_epoch = max(val_history, key=lambda e: (val_history[e], -e))
     assert best["epoch"] == best_epoch and best["base"] == pytest.approx(val_history[best_epoch], abs=1e-3)
+    # The final test was skipped exactly when it would have repeated the last epoch's (best == last).
+    assert trainer._best_is_last_epoch == (best_epoch == 2) and trainer._last_epoch_tested
     for entry in (best, last):
         total = entry["base"] + entry["new"]
         expected_hm = 2 * entry["base"] * entry["new"] / total if total else 0.0
@@ -167,6 +169,24 @@ def test_test_scores_each_split_against_its_class_slice(untrained):
     trainer.test("test")
     n_base = math.ceil(tiny.NUM_CLASSES / 2)
     assert seen == [n_base, tiny.NUM_CLASSES - n_base]
+
+
+def test_final_test_is_skipped_only_when_it_would_repeat_the_last_epoch_test(untrained, monkeypatch):
+    trainer = untrained
+    assert trainer.cfg.TEST.FINAL_MODEL == "best_val"
+    calls = []
+    monkeypatch.setattr(trainer, "test", lambda split=None: calls.append(("test", split)) or 50.0)
+    monkeypatch.setattr(trainer, "load_model", lambda directory, epoch=None: calls.append(("load", directory)))
+    for best_is_last, tested in ((True, False), (False, True)):
+        calls.clear()
+        monkeypatch.setattr(trainer, "_best_is_last_epoch", best_is_last)
+        monkeypatch.setattr(trainer, "_last_epoch_tested", tested)
+        trainer.test_final_model()
+        assert calls == [("load", trainer.output_dir), ("test", None)]
+    calls.clear()
+    monkeypatch.setattr(trainer, "_best_is_last_epoch", True)
+    trainer.test_final_model()
+    assert calls == []
 
 
 def test_load_model_drops_token_buffers_and_reports_keys(untrained, tmp_path, capsys):

@@ -1,7 +1,11 @@
 """results.json helpers: the config hash identifies a configuration across seeds and output folders."""
+import json
+
+import pytest
+
 from dassl.config import get_cfg_default
 from trainers.config import extend_cfg
-from trainers.results import config_hash, harmonic_mean, read_results, write_results
+from trainers.results import config_hash, harmonic_mean, read_results, write_results, write_zeroshot_results
 
 
 def _cfg(**overrides):
@@ -25,3 +29,30 @@ def test_write_then_read_round_trip(tmp_path):
     path = write_results(str(tmp_path / "run"), results)
     assert read_results(str(tmp_path / "run")) == results == read_results(path)
     assert abs(results["best"]["hm"] - 2 * 80 * 60 / 140) < 1e-12
+
+
+def _zeroshot_part(root, part, accuracy):
+    folder = root / part
+    folder.mkdir(parents=True)
+    (folder / "zeroshot.json").write_text(json.dumps(
+        {"trainer": "ZeroshotCLIP", "dataset": "OxfordPets", "accuracy": accuracy, "config_hash": "abc"}))
+
+
+def test_write_zeroshot_results_combines_the_parts(tmp_path):
+    root = tmp_path / "zs"
+    _zeroshot_part(root, "base", 80.0)
+    with pytest.raises(FileNotFoundError, match="new"):
+        write_zeroshot_results(str(root), "base2new")
+    assert not (root / "results.json").exists()
+    _zeroshot_part(root, "new", 60.0)
+    path, entry = write_zeroshot_results(str(root), "base2new")
+    record = read_results(path)
+    assert record["protocol"] == "base2novel" and record["seed"] == 0 and record["shots"] == 0
+    assert record["best"] == record["last"] == entry
+    assert entry == {"epoch": 0, "base": 80.0, "new": 60.0, "hm": round(2 * 80 * 60 / 140, 4)}
+
+    _zeroshot_part(root, "all", 70.5)
+    _, entry = write_zeroshot_results(str(root), "all")
+    assert entry == {"epoch": 0, "accuracy": 70.5} and read_results(str(root))["protocol"] == "cross"
+    with pytest.raises(ValueError, match="mode"):
+        write_zeroshot_results(str(root), "xd")

@@ -173,6 +173,8 @@ class DistillTrainer(TrainerX):
         self._val_by_epoch: Dict[int, float] = {}
         self._loaded_checkpoint: Optional[dict] = None
         self._last_test_accuracy: Optional[float] = None
+        self._best_is_last_epoch = False   # the final epoch set a new best val (base) result
+        self._last_epoch_tested = False    # ... and the last-epoch weights were then tested on the test split
 
     def _build_teacher_cache(self) -> teacher_cache.TeacherOutputCache:
         """The teacher-output cache of this teacher and data (shared with earlier runs in this process)."""
@@ -277,11 +279,23 @@ class DistillTrainer(TrainerX):
         return accuracy
 
     def after_epoch(self) -> None:
+        best_before = self.best_result
         self._in_epoch_eval = True
         try:
             super().after_epoch()
         finally:
             self._in_epoch_eval = False
+        if self.epoch + 1 == self.max_epoch and self.best_result != best_before:
+            self._best_is_last_epoch = True
+
+    def test_final_model(self) -> None:
+        """The engine's final test, skipped when it would repeat one: if the best-on-base checkpoint is the
+        last epoch's, the weights in memory are that checkpoint and were just tested (saves a full pass over
+        the test set in most runs; the numbers are the same)."""
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and self._best_is_last_epoch and self._last_epoch_tested:
+            print("=> The best-on-base model is the last-epoch model, evaluated above: not evaluated again")
+            return
+        super().test_final_model()
 
     def after_train(self) -> None:
         """Evaluate the last-epoch model, then the engine's flow (best-on-base model), then results.json."""
@@ -316,6 +330,7 @@ class DistillTrainer(TrainerX):
                 new = base  # cross: val is the test split itself
             else:
                 new = self.test(split="test")
+                self._last_epoch_tested = True
         return {"epoch": epoch, "base": base, "new": new}
 
     def _report_and_write(self, best_epoch: int, best_base: float, best_new: float, last: dict) -> None:

@@ -85,3 +85,29 @@ def read_results(path: str) -> dict:
         path = os.path.join(path, RESULTS_FILENAME)
     with open(path, encoding="utf-8") as stream:
         return json.load(stream)
+
+
+ZEROSHOT_PARTS = {"base2new": ("base", "new"), "all": ("all",)}
+
+
+def write_zeroshot_results(root_dir: str, mode: str = "base2new") -> tuple[str, dict]:
+    """Combine the parts of a zero-shot evaluation (``<root_dir>/<part>/zeroshot.json``, written by the
+    ZeroshotCLIP runs of scripts/zeroshot.sh) into one ``<root_dir>/results.json``; zero-shot has no
+    epochs, so best = last = epoch 0. Returns (path, entry); a missing part raises FileNotFoundError."""
+    if mode not in ZEROSHOT_PARTS:
+        raise ValueError(f"unknown zero-shot mode {mode!r}; expected one of {sorted(ZEROSHOT_PARTS)}")
+    accuracy, info = {}, {}
+    for part in ZEROSHOT_PARTS[mode]:
+        path = os.path.join(root_dir, part, "zeroshot.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} was not written; see the log in {os.path.join(root_dir, part)}")
+        with open(path, encoding="utf-8") as stream:
+            info = json.load(stream)
+        accuracy[part] = info["accuracy"]
+    if mode == "base2new":
+        entry, protocol = base2novel_entry(0, accuracy["base"], accuracy["new"]), "base2novel"
+    else:
+        entry, protocol = cross_entry(0, accuracy["all"]), "cross"
+    record = {"trainer": info["trainer"], "dataset": info["dataset"], "protocol": protocol, "seed": 0,
+              "shots": 0, "config_hash": info.get("config_hash", ""), "best": entry, "last": entry}
+    return write_results(root_dir, record), entry

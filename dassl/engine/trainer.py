@@ -444,15 +444,19 @@ class SimpleTrainer(TrainerBase):
     def after_train(self) -> None:
         print("Finish training")
         if not self.cfg.TEST.NO_TEST:
-            if self.cfg.TEST.FINAL_MODEL == "best_val":
-                print("Deploy the model with the best val performance")
-                self.load_model(self.output_dir)
-            else:
-                print("Deploy the last-epoch model")
-            self.test()
+            self.test_final_model()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
         self.close_writer()
+
+    def test_final_model(self) -> None:
+        """Deploy the final model (TEST.FINAL_MODEL: best on val, or the last epoch's) and test it."""
+        if self.cfg.TEST.FINAL_MODEL == "best_val":
+            print("Deploy the model with the best val performance")
+            self.load_model(self.output_dir)
+        else:
+            print("Deploy the last-epoch model")
+        self.test()
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None):

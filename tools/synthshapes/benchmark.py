@@ -6,7 +6,7 @@
 Stages (everything expensive is cached and reused; a rerun skips finished runs):
  1. render the downstream datasets (noisy, textured) in the CoOp layout       -> <cache>/data-<key>/
  2. contrastively pretrain the tiny teacher and student CLIPs                  -> <cache>/{teacher,student}-<key>.pt
- 3. zero-shot Base/New of both CLIPs (scripts/zeroshot.sh, ZeroshotCLIP)       -> <output>/zeroshot/
+ 3. zero-shot Base/New of both CLIPs (scripts/zeroshot.sh, ZeroshotCLIP)       -> <cache>/zeroshot/<key>/, copied to <output>/zeroshot/
  4. prompt-tune the teacher per dataset (scripts/teacher_train.sh, PromptSRC), installed in PromptKD's
     layout, and evaluate it on base and new classes                            -> <cache>/teachers/<key>/
  5. PromptKD and PromptKD_RSM (omega 50) for every seed on every dataset, plus an omega sweep on one
@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -41,6 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CFG = "synth_shapes"                 # configs/trainers/<Trainer>/synth_shapes.yaml for every trainer
 DATASET_NAMES = {"clean": "SynthShapes", "noisy": "SynthShapesNoisy", "textured": "SynthShapesTextured"}
 TEACHER_SEED = 1                     # one cached teacher per dataset; students vary their seed
+# Teacher pretraining steps done while the student pretrains beside it, one thread each (measured on 2 AVX2
+# cores: 171 teacher steps during the student's 600).
+TEACHER_STEPS_PER_STUDENT_STEP = 0.285
 
 
 @dataclass
@@ -166,13 +170,15 @@ class Benchmark:
                     "--threads", str(self.threads), "--bf16", "on" if settings.bf16 else "off"]
             jobs.append(Job(f"pretrain {role} ({steps} steps)", argv, self.output / "logs" / f"pretrain_{role}.log"))
         # Side by side, one thread each (these small matrices use a core better alone than split over two:
-        # 1.1 core-seconds per teacher step on one thread, 1.4 on two); the teacher, 4x costlier per step,
-        # takes every thread once the student's checkpoint appears, and all of them when it runs alone.
+        # 1.1 core-seconds per teacher step on one thread, 1.4 on two); the teacher, ~3.5x costlier per step,
+        # takes every thread from the step by which the student is expected to be done. The switch is tied
+        # to a step, not to the student's end, because the thread count changes float summation order: this
+        # way the teacher's weights do not depend on timing (and it keeps the schedule when it runs alone).
         all_threads = self.workers * self.threads
+        grow_at = max(1, round(self.plan.student_steps * TEACHER_STEPS_PER_STUDENT_STEP))
         for job in jobs:
             if job.name.startswith("pretrain teacher"):
-                job.argv += (["--grow-threads", str(self.weights["student"]), str(all_threads)] if len(jobs) > 1
-                             else ["--threads", str(all_threads)])
+                job.argv += ["--grow-threads", str(grow_at), str(all_threads)]
         run_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
         self.summary["pretrain"] = {}
         for role, path in self.weights.items():
@@ -209,10 +215,23 @@ class Benchmark:
             self.log(f"  earlier runs in {self.output} were made from other inputs; moved to {stale}")
         write_json_atomic(path, stamp)
 
+    def zeroshot_root(self, role: str) -> Path:
+        """Where one CLIP's zero-shot runs are cached (OUTPUT_ROOT of scripts/zeroshot.sh): they depend only
+        on its weights, the data and the config, like the teachers; copied into <output>/zeroshot/."""
+        key = config_key({"weights": self.weights[role].name, "data": self.data_root.name,
+                          "cfg": (REPO_ROOT / "configs/trainers/CoOp" / f"{CFG}.yaml").read_text()})
+        return self.cache / "zeroshot" / key
+
+    @staticmethod
+    def _zeroshot_dir(root: Path, key: str, role: str) -> Path:
+        """scripts/zeroshot.sh's run folder for one CLIP (RUN_TAG = role) on one dataset under `root`."""
+        return root / "zeroshot" / key / "ZeroshotCLIP" / f"{CFG}_{role}"
+
     def zero_shot_and_teachers(self) -> None:
-        """Teacher tuning and zero-shot evaluations in the worker pool, then each script again (without
-        echo) for what follows train.py: installing the teacher, writing the zero-shot results.json."""
-        train, follow_up = [], []
+        """Teacher tuning and zero-shot evaluations in the worker pool; then what the scripts do after
+        train.py: teacher_train.sh again (without echo) installs each teacher, and the zero-shot parts are
+        combined into results.json by the function zeroshot.sh calls (in-process: no interpreter start-up)."""
+        train, follow_up, zeroshot_dirs = [], [], []
         for variant in self.plan.variants:
             key = self._key(variant)
             extra = f"MODEL.BACKBONE.WEIGHTS {self.weights['teacher']}"
@@ -226,13 +245,21 @@ class Benchmark:
         for variant in self.plan.variants:
             key = self._key(variant)
             for role in ("student", "teacher") if self.plan.teacher_reference_rows else ("student",):
-                env = {"DATA": self.data_root, "OUTPUT_ROOT": self.output, "RUN_TAG": role,
+                env = {"DATA": self.data_root, "OUTPUT_ROOT": self.zeroshot_root(role), "RUN_TAG": role,
                        "EXTRA_OPTS": f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}"}
                 args = ("zeroshot.sh", [key, CFG], env, f"zero-shot {role} {key}", f"zeroshot_{role}_{key}")
                 train += self._train_jobs(*args)
-                follow_up.append(self._script(*args))
+                zeroshot_dirs.append((self._zeroshot_dir(self.zeroshot_root(role), key, role),
+                                      self._zeroshot_dir(self.output, key, role)))
         self._run_train(train)
         self._run(follow_up)
+        missing = [cached for cached, _ in zeroshot_dirs if not (cached / "results.json").is_file()]
+        if missing:
+            from trainers.results import write_zeroshot_results   # imports every trainer: only when needed
+            for folder in missing:
+                write_zeroshot_results(str(folder), "base2new")
+        for cached, copy in zeroshot_dirs:
+            shutil.copytree(cached, copy, dirs_exist_ok=True)
         if self.plan.teacher_reference_rows:
             self._evaluate_teachers()
 
@@ -347,7 +374,7 @@ class Benchmark:
             key = self._key(variant)
             entry = {}
             for role in ("student", "teacher"):
-                path = self.output / "zeroshot" / key / "ZeroshotCLIP" / f"{CFG}_{role}" / "results.json"
+                path = self._zeroshot_dir(self.output, key, role) / "results.json"
                 if path.is_file():
                     entry[f"{role}_zero_shot"] = json.loads(path.read_text())["best"]
             teacher_eval = self._teacher_run_dir(key) / "synth_teacher_eval.json"

@@ -15,7 +15,7 @@ Writes into the cache folder (see `cache.py`):
   <role>-<key>.json    settings, timings and the 100-way zero-shot accuracy
   <role>-<key>.partial.pt   resumable training state while a run is unfinished
 
-    python -m tools.synthshapes.pretrain teacher --steps 450
+    python -m tools.synthshapes.pretrain teacher --steps 400
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from tools.synthshapes.world import COLOR_NAMES, SHAPES, render_shifted, sample_
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_LOGIT_SCALE = math.log(100.0)
-DEFAULT_STEPS = {"teacher": 450, "student": 600}
+DEFAULT_STEPS = {"teacher": 400, "student": 600}
 DEFAULT_LR = {"teacher": 1e-3, "student": 2e-3}   # 2e-3 diverges early for the wider teacher
 
 
@@ -203,11 +203,13 @@ def _save_atomic(obj, path: Path) -> None:
 def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None, save_every: int = 50,
              print_every: int = 25, log: Callable[[str], None] = print, device: str = "cpu",
              eval_every: int = 0, eval_per_class: int = 20,
-             grow_threads: tuple[Path, int] | None = None) -> tuple[Path, dict]:
+             grow_threads: tuple[int, int] | None = None) -> tuple[Path, dict]:
     """Train (or resume, or reuse) one tiny CLIP; returns (state dict path, metadata).
 
     `eval_every` > 0 also logs the 100-way zero-shot accuracy every that many steps (slow on CPU).
-    `grow_threads` = (file, n): once `file` exists (another pretraining finished), use n torch threads.
+    `grow_threads` = (step, n): use n torch threads from that step on (when a pretraining beside this one
+    is expected to have finished). Tied to a step, not to the other run's end, because the thread count
+    changes float summation order: the same schedule gives the same weights, whatever the timing.
     """
     import json
 
@@ -240,9 +242,9 @@ def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None,
         f"{settings.steps} steps of batch {settings.batch_size}, {torch.get_num_threads()} threads")
     start = time.time() - elapsed
     while step < settings.steps:
-        if grow_threads and torch.get_num_threads() < grow_threads[1] and Path(grow_threads[0]).exists():
+        if grow_threads and step >= grow_threads[0] and torch.get_num_threads() != grow_threads[1]:
             torch.set_num_threads(grow_threads[1])
-            log(f"[pretrain] {settings.role} step {step}: {grow_threads[0]} exists, now {grow_threads[1]} threads")
+            log(f"[pretrain] {settings.role} step {step}: now {grow_threads[1]} threads")
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, settings)
         images, text_ids, matches = (t.to(device) for t in _batch(step, settings, caption_ids))
@@ -282,14 +284,14 @@ def pretrain(settings: PretrainSettings, cache: str | os.PathLike | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Pretrain a tiny SynthShapes CLIP contrastively.")
     parser.add_argument("role", choices=sorted(SPECS))
-    parser.add_argument("--steps", type=int, default=None, help="default: 450 (teacher) / 600 (student)")
+    parser.add_argument("--steps", type=int, default=None, help="default: 400 (teacher) / 600 (student)")
     parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 (teacher) / 2e-3 (student)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None, help="cache folder (default $AME_CACHE or ~/.cache/ame/synthshapes)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--grow-threads", nargs=2, metavar=("FILE", "N"), default=None,
-                        help="switch to N threads once FILE exists (when a pretraining run beside this one ends)")
+    parser.add_argument("--grow-threads", nargs=2, type=int, metavar=("STEP", "N"), default=None,
+                        help="use N threads from step STEP on (when a pretraining run beside this one ends)")
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                         help="bf16 autocast (auto: only where the CPU has native bf16)")
     args = parser.parse_args(argv)
@@ -298,8 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = PretrainSettings(role=args.role, steps=args.steps or DEFAULT_STEPS[args.role],
                                 batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                                 bf16=bf16_is_fast() if args.bf16 == "auto" else args.bf16 == "on")
-    grow = (Path(args.grow_threads[0]), int(args.grow_threads[1])) if args.grow_threads else None
-    pretrain(settings, args.cache, grow_threads=grow)
+    pretrain(settings, args.cache, grow_threads=tuple(args.grow_threads) if args.grow_threads else None)
 
 
 if __name__ == "__main__":
