@@ -158,27 +158,25 @@ class Benchmark:
         return out
 
     def pretrain(self) -> None:
+        # Side by side, one thread each (these small matrices use a core better alone than split over two:
+        # 1.1 core-seconds per teacher step on one thread, 1.4 on two); the teacher, ~3.5x costlier per step,
+        # takes every thread from the step by which the student is expected to be done. The switch is tied
+        # to a step, not to the student's end, because the thread count changes float summation order: this
+        # way the teacher's weights do not depend on timing (and it keeps the schedule when it runs alone).
+        grow_at = max(1, round(self.plan.student_steps * TEACHER_STEPS_PER_STUDENT_STEP))
         jobs = []
         for role, (settings, final, cached) in self._pretrain_checkpoints().items():
             self.weights[role] = final
             if cached:
                 self.log(f"  {role}: cached {final}")
                 continue
-            steps = settings.steps
-            argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(steps),
+            argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(settings.steps),
                     "--batch-size", str(self.plan.pretrain_batch), "--cache", str(self.cache),
                     "--threads", str(self.threads), "--bf16", "on" if settings.bf16 else "off"]
-            jobs.append(Job(f"pretrain {role} ({steps} steps)", argv, self.output / "logs" / f"pretrain_{role}.log"))
-        # Side by side, one thread each (these small matrices use a core better alone than split over two:
-        # 1.1 core-seconds per teacher step on one thread, 1.4 on two); the teacher, ~3.5x costlier per step,
-        # takes every thread from the step by which the student is expected to be done. The switch is tied
-        # to a step, not to the student's end, because the thread count changes float summation order: this
-        # way the teacher's weights do not depend on timing (and it keeps the schedule when it runs alone).
-        all_threads = self.workers * self.threads
-        grow_at = max(1, round(self.plan.student_steps * TEACHER_STEPS_PER_STUDENT_STEP))
-        for job in jobs:
-            if job.name.startswith("pretrain teacher"):
-                job.argv += ["--grow-threads", str(grow_at), str(all_threads)]
+            if role == "teacher":
+                argv += ["--grow-threads", str(grow_at), str(self.workers * self.threads)]
+            jobs.append(Job(f"pretrain {role} ({settings.steps} steps)", argv,
+                            self.output / "logs" / f"pretrain_{role}.log"))
         run_jobs(jobs, self.workers, self.threads, REPO_ROOT, self.log)
         self.summary["pretrain"] = {}
         for role, path in self.weights.items():
@@ -245,12 +243,12 @@ class Benchmark:
         for variant in self.plan.variants:
             key = self._key(variant)
             for role in ("student", "teacher") if self.plan.teacher_reference_rows else ("student",):
-                env = {"DATA": self.data_root, "OUTPUT_ROOT": self.zeroshot_root(role), "RUN_TAG": role,
+                root = self.zeroshot_root(role)
+                env = {"DATA": self.data_root, "OUTPUT_ROOT": root, "RUN_TAG": role,
                        "EXTRA_OPTS": f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}"}
                 args = ("zeroshot.sh", [key, CFG], env, f"zero-shot {role} {key}", f"zeroshot_{role}_{key}")
                 train += self._train_jobs(*args)
-                zeroshot_dirs.append((self._zeroshot_dir(self.zeroshot_root(role), key, role),
-                                      self._zeroshot_dir(self.output, key, role)))
+                zeroshot_dirs.append((self._zeroshot_dir(root, key, role), self._zeroshot_dir(self.output, key, role)))
         self._run_train(train)
         self._run(follow_up)
         missing = [cached for cached, _ in zeroshot_dirs if not (cached / "results.json").is_file()]
@@ -511,10 +509,12 @@ class Benchmark:
         self._stage("datasets", self.write_data)
         self._stage("pretraining", self.pretrain)
         self.set_aside_stale_runs()
-        with TrainPool(self.workers, self.threads, REPO_ROOT, self.log) as self.pool:
-            self._stage("zero-shot and teachers", self.zero_shot_and_teachers)
-            self._stage("students", self.students)
-        self.pool = None
+        try:
+            with TrainPool(self.workers, self.threads, REPO_ROOT, self.log) as self.pool:
+                self._stage("zero-shot and teachers", self.zero_shot_and_teachers)
+                self._stage("students", self.students)
+        finally:
+            self.pool = None
         self.summary["timings"]["total"] = round(time.time() - start, 1)
         self._stage("report", self.report)
         self.log(f"\nTable (tools/parse_results.py {self.output}):")
