@@ -13,8 +13,12 @@ Deliberate differences from PromptKD's train.py (its quirks, fixed):
 - ``cudnn.benchmark`` is enabled only for unseeded runs, so a seeded run stays reproducible;
 - full environment collection (slow: it shells out to pip, nvidia-smi, ...) only with ``--env-info``;
   a short summary is always printed;
-- bad user input (missing files, unknown keys or names) ends with one ``Error: ...`` line and exit
-  status 2 instead of a traceback.
+- every expected failure (bad input, a missing file, a refused resume, a diverged run, a read-only
+  or full output folder, a checkpoint of another shape) ends with one ``Error: ...`` line naming the
+  file or key and the fix, exit status 2; an unexpected exception writes its traceback to log.txt
+  and ends with one line saying where the log is (exit status 1); Ctrl-C ends with one line, exit 130;
+- one run per output folder (``<OUTPUT_DIR>/run.lock``); a run that fails before training starts
+  removes its own log file, so the next run's log is ``log.txt`` again.
 """
 from __future__ import annotations
 
@@ -22,13 +26,16 @@ import argparse
 import os.path as osp
 import platform
 import sys
+import traceback
+from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
 from dassl.config import get_cfg_default, merge_sources
-from dassl.engine import build_trainer
-from dassl.utils import UserError, collect_env_info, set_random_seed, setup_logger
+from dassl.engine import build_trainer, check_max_epoch
+from dassl.utils import (RunLock, UserError, close_logger, collect_env_info, expected_failure_line, log_path,
+                         set_random_seed, setup_logger, unexpected_failure_line, worker_traceback, write_to_log)
 
 import datasets  # noqa: F401  (registers every dataset reader)
 import trainers  # noqa: F401  (registers every trainer)
@@ -144,42 +151,111 @@ def system_summary() -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace):
+@dataclass
+class RunProgress:
+    """How far `main` got: `cli` uses it to word a failure and to tidy up after a failed start."""
+
+    log_file: Optional[str] = None
+    trainer: Any = None
+
+    @property
+    def started(self) -> bool:
+        """Whether training (or evaluation) began, i.e. a failure is more than a failed start."""
+        return self.trainer is not None and bool(getattr(self.trainer, "training_started", False))
+
+
+def note_untrained_evaluation(trainer: Any, args: argparse.Namespace) -> None:
+    """Say so when --eval-only without --model-dir evaluates weights nobody trained."""
+    has_trainable = getattr(trainer, "has_trainable_weights", None)
+    if args.model_dir or not callable(has_trainable) or not has_trainable():
+        return
+    ignored = " (--load-epoch is ignored without it)" if args.load_epoch is not None else ""
+    print(f"Note: --eval-only without --model-dir evaluates the initial, untrained weights of "
+          f"{type(trainer).__name__}{ignored}; to evaluate a trained model pass --model-dir DIR "
+          f"[--load-epoch E]")
+
+
+def main(args: argparse.Namespace, progress: Optional[RunProgress] = None):
     """Run one training / evaluation as described by ``args``; returns the trainer."""
+    progress = progress if progress is not None else RunProgress()
     check_paths(args)
     cfg = setup_cfg(args)
+    if not args.eval_only and not args.no_train:
+        check_max_epoch(cfg)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    with RunLock(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR else _no_lock():
+        progress.log_file = setup_logger(cfg.OUTPUT_DIR)
 
-    if torch.cuda.is_available() and cfg.USE_CUDA and cfg.SEED < 0:
-        torch.backends.cudnn.benchmark = True
+        if torch.cuda.is_available() and cfg.USE_CUDA and cfg.SEED < 0:
+            torch.backends.cudnn.benchmark = True
 
-    print_args(args, cfg)
-    print("Collecting env info ...")
-    print(f"** System info **\n{collect_env_info() if args.env_info else system_summary()}\n")
+        print_args(args, cfg)
+        print("Collecting env info ...")
+        print(f"** System info **\n{collect_env_info() if args.env_info else system_summary()}\n")
 
-    trainer = build_trainer(cfg)
-    if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
+        trainer = build_trainer(cfg)
+        progress.trainer = trainer
+        if args.eval_only:
+            note_untrained_evaluation(trainer, args)
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.training_started = True
+            trainer.test()
+            return trainer
+        if not args.no_train:
+            trainer.train()
         return trainer
-    if not args.no_train:
-        trainer.train()
-    return trainer
+
+
+class _no_lock:
+    """Stands in for `RunLock` when there is no output folder."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+
+def report_failure(exc: BaseException, progress: RunProgress) -> int:
+    """Print what ended the run as one ``Error:`` line; returns the exit status (2 expected, 1 unexpected)."""
+    sys.stdout.flush()
+    line = expected_failure_line(exc)
+    if line is not None:
+        detail = worker_traceback(exc)
+        if detail:
+            write_to_log(detail)
+        print(f"Error: {line}", file=sys.stderr)
+        return 2
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if write_to_log(details):
+        print(f"Error: {unexpected_failure_line(exc, log_path())}", file=sys.stderr)
+    else:
+        print(details, end="", file=sys.stderr)
+        print(f"Error: {unexpected_failure_line(exc, None)}", file=sys.stderr)
+    return 1
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point: user errors become one ``Error:`` line and exit status 2."""
+    """Command-line entry point: see the module docstring for the exit statuses."""
     args = build_parser().parse_args(argv)
+    progress = RunProgress()
+    discard_log = False
     try:
-        main(args)
-    except (UserError, FileNotFoundError) as exc:
+        main(args, progress)
+        return 0
+    except KeyboardInterrupt:
         sys.stdout.flush()
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        resume = " run the same command again to resume from the last finished epoch" if progress.started else ""
+        print(f"Interrupted (Ctrl-C): the run stopped.{resume}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (every failure ends in one line; see report_failure)
+        status = report_failure(exc, progress)
+        discard_log = status == 2 and not progress.started and progress.log_file is not None
+        return status
+    finally:
+        close_logger(discard=discard_log)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,24 @@
 
 The module tree uses the OpenAI parameter names (``visual.conv1.weight``,
 ``transformer.resblocks.<i>.attn.in_proj_weight``, ...) so the official
-checkpoints load as they are, and the IVLP / PromptSRC / PromptKD deep-prompt
-parameters carry their original names (``visual.VPT``,
+checkpoints load as they are, and the deep-prompt parameters of IVLP /
+PromptSRC / PromptKD carry the names those projects use (``visual.VPT``,
 ``visual.transformer.resblocks.<i>.VPT_shallow``,
-``transformer.resblocks.<i>.VPT_shallow``) so those projects' checkpoints load.
+``transformer.resblocks.<i>.VPT_shallow``) so their checkpoints load too.
 
-Design decisions (see ``clip.md`` §6 and §9):
+Design decisions:
 
-* Parameters stay float32. Mixed precision is the trainer's job (autocast).
-  The original ``build_model`` casts most weights to fp16 and the prompt
-  forward calls ``.half()`` on the prompts **[quirk]**; we do neither: the
-  prompts are cast to the dtype of the activations they join, so fp32, bf16
-  and fp16 autocast all work. ``convert_weights`` is still provided for code
-  that wants the original fp16 layout.
+* Parameters stay float32; mixed precision is the trainer's job (autocast).
+  Prompt tokens are cast to the dtype of the activations they join, so
+  float32, bfloat16 and float16 autocast all work. The prompt-learning
+  projects instead cast the model to float16 at build time and the prompts
+  with ``.half()`` in the forward, which is why only their fp16 mode runs
+  ("CLIP: fp16 model" in docs/compatibility.md).
 * Attention runs through ``torch.nn.functional.scaled_dot_product_attention``;
   the text tower's causal mask is expressed with ``is_causal=True``.
-* ``Transformer.forward`` takes sequence-first tensors ``(L, N, C)`` exactly
-  like OpenAI's module, so ported prompt-learner code that permutes
-  ``NLD -> LND`` around ``clip_model.transformer`` keeps working.
+* ``Transformer.forward`` takes sequence-first tensors ``(L, N, C)`` like
+  OpenAI's module, so prompt-learner code that permutes ``NLD -> LND``
+  around ``clip_model.transformer`` keeps working.
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, prompt_depth: int = 0,
                  n_prompts: int = 0, prompt_at: str = "end", causal: bool = False):
         super().__init__()
-        # A depth above the layer count prompts every block (as the original code does), so
+        # A depth above the layer count prompts every block (as IVLP / PromptSRC do), so
         # the depth-9 configs also run on the small test models.
         self.width = width
         self.layers = layers
@@ -273,7 +273,7 @@ class CLIP(nn.Module):
         return [name for name, _ in self.named_parameters() if "VPT" in name]
 
     def reset_prompts(self, std: float = PROMPT_INIT_STD) -> None:
-        """Initialise every prompt parameter from normal(0, std), as the original code."""
+        """Initialise every prompt parameter from normal(0, std), the prompt projects' init."""
         with torch.no_grad():
             for name, param in self.named_parameters():
                 if "VPT" in name:
@@ -349,8 +349,9 @@ def build_model(state_dict: Mapping[str, torch.Tensor],
 
     The architecture is inferred from the keys. Prompt parameters absent from
     ``state_dict`` are initialised from normal(0, 0.02); any other missing key,
-    or any unexpected key, raises ``KeyError`` naming them (the original forks
-    silently fall back to a non-strict load).
+    or any unexpected key, raises ``KeyError`` naming them, instead of the
+    silent non-strict fallback of the prompt-learning projects' builder
+    ("CLIP: non-strict build" in docs/compatibility.md).
     """
     weights = {k: v for k, v in state_dict.items() if k not in SCALAR_METADATA_KEYS}
     arch = architecture_from_state_dict(weights)
@@ -368,28 +369,3 @@ def build_model(state_dict: Mapping[str, torch.Tensor],
             f"{' ...' if len(result.unexpected_keys) > 10 else ''}")
     return model.float().eval()
 
-
-def convert_weights(model: nn.Module) -> None:
-    """Cast linear/conv/attention weights and the projections to fp16 in place.
-
-    Kept for compatibility with the prompt-learning code (PromptKD applies it
-    to its projector); our own ``build_model`` never calls it.
-    """
-
-    def _to_half(module: nn.Module) -> None:
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            module.weight.data = module.weight.data.half()
-            if module.bias is not None:
-                module.bias.data = module.bias.data.half()
-        if isinstance(module, (SelfAttention, nn.MultiheadAttention)):
-            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight",
-                         "v_proj_weight", "bias_k", "bias_v"):
-                tensor = getattr(module, name, None)
-                if tensor is not None:
-                    tensor.data = tensor.data.half()
-        for name in ("text_projection", "proj"):
-            tensor = getattr(module, name, None)
-            if isinstance(tensor, nn.Parameter):
-                tensor.data = tensor.data.half()
-
-    model.apply(_to_half)

@@ -82,7 +82,7 @@ def state_dict_shapes(*, image_resolution: int, vision_layers: int, vision_width
                       vision_patch_size: int, embed_dim: int, context_length: int,
                       text_width: int, text_layers: int,
                       vocab_size: int = VOCAB_SIZE) -> Dict[str, Tuple[int, ...]]:
-    """Key -> shape of the OpenAI ViT CLIP state dict (``clip.md`` §4.1), in OpenAI's order."""
+    """Key -> shape of the OpenAI ViT CLIP state dict, keys in the order of the official files."""
     if image_resolution % vision_patch_size:
         raise ValueError(f"image_resolution {image_resolution} is not a multiple of "
                          f"vision_patch_size {vision_patch_size}")
@@ -178,9 +178,10 @@ def save_torchscript_archive(state_dict: Mapping[str, torch.Tensor], path: Union
                              *, half: bool = True, metadata: bool = True) -> str:
     """Write a TorchScript ``.pt`` archive whose module state dict holds ``state_dict``.
 
-    Mimics the official OpenAI files (``clip.md`` §6.3): tensors in fp16 when
-    ``half`` and, when ``metadata``, the scalar ``input_resolution`` /
-    ``context_length`` / ``vocab_size`` entries that loaders must drop.
+    Mimics the official OpenAI files, which are TorchScript archives: tensors
+    in fp16 when ``half`` and, when ``metadata``, the scalar
+    ``input_resolution`` / ``context_length`` / ``vocab_size`` entries that
+    loaders must drop.
     """
     tensors = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state_dict.items()}
     root = _ArchiveRoot(_nest_parameters(tensors))

@@ -34,17 +34,11 @@ class SimpleTokenizer:
         specials = "|".join(regex.escape(t) for t in _OPENAI_SPECIALS)
         inner.pat = regex.compile(specials + "|" + inner.pat.pattern, regex.IGNORECASE)
         self._inner = inner
-        self.encoder = inner.encoder
-        self.decoder = inner.decoder
-        self.byte_encoder = inner.byte_encoder
-        self.byte_decoder = inner.byte_decoder
-        self.bpe_ranks = inner.bpe_ranks
+        self.encoder = inner.encoder  # piece -> id
+        self.decoder = inner.decoder  # id -> piece
         self.vocab_size = 49408
         self.sot_token_id = SOT_TOKEN_ID
         self.eot_token_id = EOT_TOKEN_ID
-
-    def bpe(self, token: str) -> str:
-        return self._inner.bpe(token)
 
     def encode(self, text: str) -> List[int]:
         """Token ids of ``text`` (cleaned, lower-cased), without start/end tokens."""

@@ -1,4 +1,8 @@
-"""CLIP image preprocessing (``clip.md`` §7): the constants and the test-time transform."""
+"""CLIP image preprocessing: OpenAI's normalisation constants and its test-time transform.
+
+The same pipeline as the engine's test transform in the prompt-learning configs (bicubic resize of
+the shorter side, centre crop, RGB, tensor, normalise), so zero-shot features match either way.
+"""
 from __future__ import annotations
 
 from typing import Tuple
@@ -24,5 +28,3 @@ def image_transform(n_px: int):
         Normalize(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD),
     ])
 
-
-_transform = image_transform  # OpenAI's private name, used by some prompt-learning code

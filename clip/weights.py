@@ -27,7 +27,7 @@ import torch
 from .errors import WeightsChecksumError, WeightsFormatError, WeightsNotFoundError
 
 _URL_ROOT = "https://openaipublic.azureedge.net/clip/models"
-_MODELS: Dict[str, str] = {
+MODEL_URLS: Dict[str, str] = {
     "RN50": f"{_URL_ROOT}/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
     "RN101": f"{_URL_ROOT}/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
     "RN50x4": f"{_URL_ROOT}/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
@@ -38,7 +38,6 @@ _MODELS: Dict[str, str] = {
     "ViT-L/14": f"{_URL_ROOT}/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
     "ViT-L/14@336px": f"{_URL_ROOT}/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
-SUPPORTED_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px")  # ViT only (no ResNet tower)
 _METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _OPEN_CLIP_TEXT_KEYS = ("transformer.", "token_embedding.", "positional_embedding",
                         "ln_final.", "text_projection")
@@ -48,12 +47,12 @@ Fetcher = Callable[[str, str], None]
 
 def available_models() -> List[str]:
     """Names of the official OpenAI CLIP models (ResNet ones are listed but cannot be built)."""
-    return list(_MODELS)
+    return list(MODEL_URLS)
 
 
 def model_filename(name: str) -> str:
     """File name of a model: ``"ViT-B/16"`` -> ``"ViT-B-16.pt"``, ``"ViT-L/14@336px"`` -> ``"ViT-L-14-336px.pt"``."""
-    return os.path.basename(_MODELS[name])
+    return os.path.basename(MODEL_URLS[name])
 
 
 def expected_sha256(url: str) -> str:
@@ -100,7 +99,7 @@ def _fetch_url(url: str, destination: str) -> None:
                 bar.update(len(chunk))
 
 
-def _download(url: str, root: Optional[str] = None, fetch: Optional[Fetcher] = None) -> str:
+def download_weights(url: str, root: Optional[str] = None, fetch: Optional[Fetcher] = None) -> str:
     """Download ``url`` into ``root`` (default ``$CLIP_HOME`` or ``~/.cache/clip``) and verify it.
 
     An existing file with the right SHA256 is reused; a wrong one is fetched
@@ -208,7 +207,7 @@ def resolve_weights(name_or_path: Union[str, os.PathLike], *, download: bool = T
     expanded = os.path.expanduser(name)
     if os.path.isfile(expanded):
         return expanded
-    if name not in _MODELS:
+    if name not in MODEL_URLS:
         raise WeightsNotFoundError(
             f"CLIP weights file not found: {os.path.abspath(expanded)} ({name!r} is neither an "
             f"existing file nor one of the known models {available_models()})")
@@ -220,11 +219,11 @@ def resolve_weights(name_or_path: Union[str, os.PathLike], *, download: bool = T
     for candidate in looked:
         if os.path.isfile(candidate):
             return candidate
-    url = _MODELS[name]
+    url = MODEL_URLS[name]
     reason = "downloads are disabled"
     if download:
         try:
-            return _download(url, download_root or default_download_root(), fetch=fetch)
+            return download_weights(url, download_root or default_download_root(), fetch=fetch)
         except WeightsChecksumError:
             raise
         except OSError as error:  # offline, DNS failure, HTTP error, unwritable folder

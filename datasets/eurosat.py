@@ -1,6 +1,6 @@
 """EuroSAT (RGB): 10 land-cover folders under ``eurosat/2750``, renamed to descriptive class names.
 
-[quirk] CoOp's reader carries an unused method referring to an undefined name; not reproduced.
+CoOp's reader also carries an unused method that refers to an undefined name; it is not reproduced.
 """
 from dassl.data.datasets import DATASET_REGISTRY
 

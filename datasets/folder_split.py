@@ -37,7 +37,7 @@ def split_items_by_ratio(paths: List[str], label: int, classname: str, p_trn: fl
 def split_class_folders(image_dir: str, dataset_name: str, p_trn: float = 0.5, p_val: float = 0.2,
                         ignored: Sequence[str] = (), new_cnames: Optional[Dict[str, str]] = None
                         ) -> Tuple[List[Datum], List[Datum], List[Datum]]:
-    """CoOp's generic folder splitter (DTD's ``read_and_split_data``, datasets.md §3.1).
+    """CoOp's generic folder splitter (DTD's ``read_and_split_data``; also Caltech101, EuroSAT, Food101).
 
     Class folders sorted case-sensitively (minus `ignored`) give labels; each folder's files are
     shuffled and cut 50/20/30; `new_cnames` renames folders to class names. Deliberate fix: file

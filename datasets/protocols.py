@@ -9,13 +9,14 @@
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Tuple
 
-from dassl.data.datasets import DatasetBase, Datum
+from dassl.data.datasets import DatasetBase, Datum, num_base_classes
 from dassl.utils import UserError
 
-PROTOCOLS = (None, "base2novel", "cross")
+# The distillation protocols (TRAINER.MODAL); None is the CoOp-style split of supervised trainers.
+DISTILL_PROTOCOLS = ("base2novel", "cross")
+PROTOCOLS = (None, *DISTILL_PROTOCOLS)
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 Items = Optional[List[Datum]]
@@ -64,5 +65,5 @@ def apply_protocol(train: List[Datum], val: Items, test: Items, protocol: Option
 def base_new_classnames(items: List[Datum]) -> Tuple[List[str], List[str]]:
     """Class names of the base (first ceil(n/2) sorted labels) and new classes of `items`."""
     _, classnames = DatasetBase.get_lab2cname(items)
-    m = math.ceil(len(classnames) / 2)
+    m = num_base_classes(len(classnames))
     return classnames[:m], classnames[m:]

@@ -1,8 +1,9 @@
 """Read and write CoOp split JSON files (``split_zhou_<Name>.json``) and our few-shot cache.
 
 Split JSON: ``{"train"|"val"|"test": [[relative_impath, label, classname], ...]}`` with paths
-relative to a reader-specific prefix (datasets.md §1.3). Every referenced file is checked before
-any `Datum` is built, so a broken split reports all missing files at once.
+relative to a reader-specific prefix (the image folder for most readers, the dataset folder for
+StanfordCars), as CoOp writes them. Every referenced file is checked before any `Datum` is built, so
+a broken split reports all missing files at once.
 """
 from __future__ import annotations
 
@@ -70,9 +71,10 @@ def write_split_json(train: Sequence[Datum], val: Sequence[Datum], test: Sequenc
 FEWSHOT_FORMAT = "ame-fewshot-v1"
 
 
-def fewshot_cache_path(dataset_dir: str, num_shots: int, seed: int) -> str:
-    """``<dataset_dir>/split_fewshot/shot_{K}-seed_{SEED}.json`` (JSON instead of Dassl's pickle)."""
-    return os.path.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.json")
+def fewshot_cache_name(num_shots: int, seed: int) -> str:
+    """``split_fewshot/shot_{K}-seed_{SEED}.json``: the cache file's path relative to the folder holding it
+    (Dassl's names, but JSON instead of Dassl's pickle)."""
+    return os.path.join("split_fewshot", f"shot_{num_shots}-seed_{seed}.json")
 
 
 def read_fewshot_cache(path: str, dataset_dir: str, dataset_name: str) -> Dict[str, List[Datum]]:
@@ -92,6 +94,21 @@ def read_fewshot_cache(path: str, dataset_dir: str, dataset_name: str) -> Dict[s
                 raise UserError(f"{exc}\nIf the images moved, delete {path} to sample again.") from None
             out[key] = entries_to_items(entries, dataset_dir)
     return out
+
+
+def check_sample_within(sample: Sequence[Datum], split: Sequence[Datum], path: str, part: str,
+                        dataset_name: str) -> None:
+    """Refuse a cached sample with items that are not in the split it claims to come from.
+
+    A cache outlives changes to the dataset (a split file added or re-rendered later, a cache folder
+    shared by mistake); a sample from another split would silently change what a run trains on.
+    """
+    known = {(item.impath, item.label, item.classname) for item in split}
+    foreign = [item for item in sample if (item.impath, item.label, item.classname) not in known]
+    if foreign:
+        raise UserError(f"{dataset_name}: few-shot cache {path} lists {len(foreign)} {part} image(s) that are not "
+                        f"in the current {part} split (e.g. {foreign[0].impath}, label {foreign[0].label}): it was "
+                        "sampled from another split. Delete it to sample again.")
 
 
 def write_fewshot_cache(path: str, dataset_dir: str, train: Sequence[Datum],

@@ -17,22 +17,26 @@ environment:
                     the image size)
   DEMO_EPOCHS       epochs per run                                    [2]
   DEMO_MODE         auto: the SynthShapes real-learning demo when its pretrained CLIPs are cached
-                    (tools/synthshapes), else this smoke run; smoke: always this smoke run  [auto]
+                    (benchmarks/synthshapes), else this smoke run; smoke: always this smoke run  [auto]
 USAGE
     exit 2
 }
 
 [[ $# -eq 0 ]] || usage
 cd "$(dirname "$0")/.."
-source scripts/common.sh
-require_repo_root
+PYTHON="${PYTHON:-python}"
 
-# Real-learning mode (tools/synthshapes): when the cache ($AME_CACHE or ~/.cache/ame/synthshapes) holds
+die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+# Real-learning mode (benchmarks/synthshapes): when the cache ($AME_CACHE or ~/.cache/ame/synthshapes) holds
 # the pretrained SynthShapes CLIPs (built by `bash scripts/synth_benchmark.sh`), distil on SynthShapes
 # with them instead. DEMO_MODE=smoke forces the random-weight smoke run below.
-if [[ "${DEMO_MODE:-auto}" != smoke ]] && "$PYTHON" -m tools.synthshapes.benchmark --mode demo --check-cache > /dev/null 2>&1; then
+if [[ "${DEMO_MODE:-auto}" != smoke ]] && "$PYTHON" -m benchmarks.synthshapes.benchmark --mode demo --check-cache > /dev/null 2>&1; then
     echo "SynthShapes pretrained tiny CLIPs found in the cache: running the real-learning demo (DEMO_MODE=smoke for the smoke run)"
-    exec "$PYTHON" -m tools.synthshapes.benchmark --mode demo
+    exec "$PYTHON" -m benchmarks.synthshapes.benchmark --mode demo
 fi
 
 DEMO_DIR="${DEMO_DIR:-output/demo}"

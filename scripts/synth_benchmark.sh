@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SynthShapes: the whole PromptKD / AME benchmark in miniature on CPU (tools/synthshapes/benchmark.py).
+# SynthShapes: the whole PromptKD / AME benchmark in miniature on CPU (benchmarks/synthshapes/benchmark.py).
 #   bash scripts/synth_benchmark.sh            full run: 2 datasets x 3 seeds, omega sweep, tables, plots (about 10 minutes on 2 cores)
 #   bash scripts/synth_benchmark.sh --quick    CI-sized run (fewer pretraining steps, 1 seed, omega 0 and 50; about 5 minutes)
 # Other options: --cache DIR (default $AME_CACHE or ~/.cache/ame/synthshapes), --output DIR
@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -f train.py ]] || { echo "error: run from a checkout of the repository (train.py not found)" >&2; exit 2; }
-exec "${PYTHON:-python}" -m tools.synthshapes.benchmark "$@"
+exec "${PYTHON:-python}" -m benchmarks.synthshapes.benchmark "$@"

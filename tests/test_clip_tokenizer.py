@@ -28,7 +28,7 @@ TOKENIZE_VECTORS = [
      [49406, 320, 1125, 539, 320, 273, 271, 271, 271, 687, 3658, 845, 7508, 15985, 269, 49407]),
 ]
 
-# Class names typed from the datasets spec and common benchmark lists (a sample of each dataset;
+# Class names of the benchmark datasets as their readers produce them (a sample of each dataset;
 # ImageNet's 1000 names come from open_clip's metadata below).
 CLASSNAMES = {
     "OxfordPets": ["abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound",

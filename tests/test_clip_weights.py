@@ -106,8 +106,7 @@ def test_model_file_names():
     assert clip.model_filename("ViT-B/16") == "ViT-B-16.pt"
     assert clip.model_filename("ViT-L/14@336px") == "ViT-L-14-336px.pt"
     assert {"ViT-B/16", "ViT-L/14", "ViT-B/32"} <= set(clip.available_models())
-    from clip import clip as clip_module
-    assert clip_module._MODELS["ViT-L/14"].split("/")[-2] == \
+    assert weights.MODEL_URLS["ViT-L/14"].split("/")[-2] == \
         "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
 
 
@@ -119,7 +118,7 @@ def test_missing_weights_message_lists_locations_and_instructions(isolated_dirs)
     assert os.path.join(str(work), "clip", "ViT-L-14.pt") in message
     assert os.path.join(str(home), ".cache", "clip", "ViT-L-14.pt") in message
     assert "download failed" in message and "curl" in message
-    assert weights._MODELS["ViT-L/14"] in message and "CLIP_HOME" in message
+    assert weights.MODEL_URLS["ViT-L/14"] in message and "CLIP_HOME" in message
     assert isinstance(info.value, FileNotFoundError)
     with pytest.raises(clip.WeightsNotFoundError, match="downloads are disabled"):
         clip.load_state_dict("ViT-L/14", download=False)
@@ -146,7 +145,7 @@ def test_unreadable_files_raise_format_error(tmp_path):
 def fake_release(monkeypatch, payload: bytes, name="ViT-T/8"):
     sha = hashlib.sha256(payload).hexdigest()
     url = f"https://example.invalid/clip/models/{sha}/ViT-T-8.pt"
-    monkeypatch.setitem(weights._MODELS, name, url)
+    monkeypatch.setitem(weights.MODEL_URLS, name, url)
     return url
 
 
@@ -179,7 +178,7 @@ def test_download_checksum_mismatch(isolated_dirs, tmp_path, monkeypatch):
             handle.write(b"something else")
 
     with pytest.raises(clip.WeightsChecksumError, match="SHA256"):
-        weights._download(weights._MODELS["ViT-T/8"], str(root), fetch=corrupt)
+        weights.download_weights(weights.MODEL_URLS["ViT-T/8"], str(root), fetch=corrupt)
     assert list(root.iterdir()) == []  # nothing half-written is kept
 
 
@@ -195,7 +194,7 @@ def test_download_replaces_cached_file_with_wrong_hash(tmp_path, monkeypatch):
             handle.write(payload)
 
     with pytest.warns(UserWarning, match="does not match"):
-        path = weights._download(url, str(root), fetch=fetch)
+        path = weights.download_weights(url, str(root), fetch=fetch)
     assert open(path, "rb").read() == payload
 
 

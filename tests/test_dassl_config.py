@@ -2,6 +2,7 @@
 import pytest
 
 from dassl.config import ConfigError, get_cfg_default, merge_opts, merge_sources, merge_yaml
+from trainers.config import default_config
 
 COMMON_INPUT = """\
 INPUT:
@@ -133,11 +134,19 @@ def _write(tmp_path, name, text):
     return str(path)
 
 
+def test_engine_defaults_hold_no_method_keys():
+    engine = get_cfg_default()
+    assert set(engine.TRAINER) == {"NAME"} and "WEIGHTS" not in engine.MODEL.BACKBONE
+    full = default_config()
+    assert {"COOP", "COCOOP", "MAPLE", "IVLP", "PROMPTSRC", "PROMPTKD", "RSM", "MODAL"} <= set(full.TRAINER)
+    assert full.TRAINER.PROMPTKD.TEACHER_NAME == "ViT-L/14"  # one definition, the valid name
+
+
 def test_get_cfg_default_returns_independent_clones():
-    first = get_cfg_default()
+    first = default_config()
     first.OPTIM.LR = 0.5
     first.TRAINER.PROMPTKD.KD_WEIGHT = 7.0
-    second = get_cfg_default()
+    second = default_config()
     assert second.OPTIM.LR == 0.0003
     assert second.TRAINER.PROMPTKD.KD_WEIGHT == 1.0
     assert second.TRAINER.MODAL == "base2novel"
@@ -146,7 +155,7 @@ def test_get_cfg_default_returns_independent_clones():
 
 
 def test_str_lists_keys_sorted_with_yacs_formatting():
-    text = str(get_cfg_default())
+    text = str(default_config())
     top_level = [line.split(":")[0] for line in text.splitlines() if line and not line.startswith(" ")]
     assert top_level == sorted(top_level)
     assert "  SIZE: (224, 224)" in text
@@ -156,7 +165,7 @@ def test_str_lists_keys_sorted_with_yacs_formatting():
 @pytest.mark.parametrize("name", sorted(METHOD_YAMLS))
 @pytest.mark.parametrize("dataset", ["oxford_pets", "imagenet"])
 def test_every_promptkd_family_yaml_merges(tmp_path, name, dataset):
-    cfg = get_cfg_default()
+    cfg = default_config()
     dataset_yaml = _write(tmp_path, dataset, f"DATASET:\n  NAME: \"{DATASET_NAMES[dataset]}\"\n")
     method_yaml = _write(tmp_path, name, f"# stale comment naming PromptSRC\n{METHOD_YAMLS[name]}")
     merge_sources(cfg, dataset_yaml, method_yaml, opts=["TRAINER.PROMPTKD.KD_WEIGHT", "1000.0"])
@@ -172,13 +181,13 @@ def test_every_promptkd_family_yaml_merges(tmp_path, name, dataset):
 
 def test_every_dataset_yaml_merges(tmp_path):
     for key, name in DATASET_NAMES.items():
-        cfg = get_cfg_default()
+        cfg = default_config()
         merge_yaml(cfg, _write(tmp_path, key, f"DATASET:\n  NAME: \"{name}\"\n"))
         assert cfg.DATASET.NAME == name
 
 
 def test_promptkd_yaml_values(tmp_path):
-    cfg = get_cfg_default()
+    cfg = default_config()
     path = _write(tmp_path, "kd", METHOD_YAMLS["PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets"])
     merge_sources(cfg, None, path)
     assert cfg.TRAINER.PROMPTKD.PROMPT_DEPTH_VISION == 3
@@ -192,7 +201,7 @@ def test_merge_order_later_sources_win(tmp_path):
     dataset_yaml = _write(tmp_path, "ds", "DATASET:\n  NAME: Pets\n  ROOT: from_dataset\nOPTIM:\n  LR: 0.1\n  MAX_EPOCH: 3\nSEED: 5\n")
     method_yaml = _write(tmp_path, "method", "DATASET:\n  ROOT: from_method\nOPTIM:\n  LR: 0.2\n  MAX_EPOCH: 4\n")
     flags = [("--root", "DATASET.ROOT", "from_flag"), ("--seed", "SEED", 0)]
-    cfg = merge_sources(get_cfg_default(), dataset_yaml, method_yaml, flags, ["OPTIM.MAX_EPOCH", "9"])
+    cfg = merge_sources(default_config(), dataset_yaml, method_yaml, flags, ["OPTIM.MAX_EPOCH", "9"])
     assert cfg.DATASET.NAME == "Pets"  # only the dataset file sets it
     assert cfg.OPTIM.LR == 0.2  # method file beats dataset file
     assert cfg.DATASET.ROOT == "from_flag"  # flag beats both files
@@ -203,12 +212,12 @@ def test_merge_order_later_sources_win(tmp_path):
 
 
 def test_opts_win_over_flags():
-    cfg = merge_sources(get_cfg_default(), flag_values=[("--output-dir", "OUTPUT_DIR", "a")], opts=["OUTPUT_DIR", "b"])
+    cfg = merge_sources(default_config(), flag_values=[("--output-dir", "OUTPUT_DIR", "a")], opts=["OUTPUT_DIR", "b"])
     assert cfg.OUTPUT_DIR == "b"
 
 
 def test_opts_values_use_literal_eval():
-    cfg = get_cfg_default()
+    cfg = default_config()
     merge_opts(cfg, ["INPUT.SIZE", "(32, 32)", "DATASET.NUM_SHOTS", "16", "USE_CUDA", "False",
                      "DATASET.SUBSAMPLE_CLASSES", "base", "MODEL.BACKBONE.NAME", "ViT-B/16",
                      "OPTIM.STEPSIZE", "[5, 8]", "OPTIM.WARMUP_CONS_LR", "1e-4"])
@@ -224,7 +233,7 @@ def test_opts_values_use_literal_eval():
 def test_unknown_key_in_yaml_names_key_and_file(tmp_path):
     path = _write(tmp_path, "bad", "OPTIM:\n  LR: 0.1\n  WARMUP_EPOHC: 1\n")
     with pytest.raises(ConfigError) as info:
-        merge_yaml(get_cfg_default(), path)
+        merge_yaml(default_config(), path)
     message = str(info.value)
     assert "OPTIM.WARMUP_EPOHC" in message
     assert path in message
@@ -232,7 +241,7 @@ def test_unknown_key_in_yaml_names_key_and_file(tmp_path):
 
 
 def test_unknown_key_in_opts_names_source():
-    cfg = get_cfg_default()
+    cfg = default_config()
     with pytest.raises(ConfigError) as info:
         cfg.merge_from_list(["TRAINER.PROMPTKD.KD_WEIGTH", "1000.0"])
     assert "TRAINER.PROMPTKD.KD_WEIGTH" in str(info.value)
@@ -241,7 +250,7 @@ def test_unknown_key_in_opts_names_source():
 
 def test_int_for_float_is_an_error_with_a_fix():
     with pytest.raises(ConfigError) as info:
-        merge_opts(get_cfg_default(), ["TRAINER.PROMPTKD.KD_WEIGHT", "1000"])
+        merge_opts(default_config(), ["TRAINER.PROMPTKD.KD_WEIGHT", "1000"])
     message = str(info.value)
     assert "TRAINER.PROMPTKD.KD_WEIGHT" in message
     assert "command-line opts" in message
@@ -252,33 +261,33 @@ def test_int_for_float_is_an_error_with_a_fix():
 def test_wrong_type_in_yaml_names_file(tmp_path):
     path = _write(tmp_path, "bad_type", "OPTIM:\n  MAX_EPOCH: 2.5\n")
     with pytest.raises(ConfigError) as info:
-        get_cfg_default().merge_from_file(path)
+        default_config().merge_from_file(path)
     assert "OPTIM.MAX_EPOCH" in str(info.value) and path in str(info.value)
 
 
 def test_wrong_type_from_flag_names_flag():
     with pytest.raises(ConfigError) as info:
-        merge_sources(get_cfg_default(), flag_values=[("--seed", "SEED", "abc")])
+        merge_sources(default_config(), flag_values=[("--seed", "SEED", "abc")])
     assert "--seed" in str(info.value) and "SEED" in str(info.value)
 
 
 def test_group_key_given_a_value_and_odd_opts_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="OPTIM"):
-        merge_yaml(get_cfg_default(), _write(tmp_path, "g", "OPTIM: 3\n"))
+        merge_yaml(default_config(), _write(tmp_path, "g", "OPTIM: 3\n"))
     with pytest.raises(ConfigError, match="odd number"):
-        merge_opts(get_cfg_default(), ["OPTIM.LR"])
+        merge_opts(default_config(), ["OPTIM.LR"])
 
 
 def test_missing_config_file_is_named(tmp_path):
     missing = str(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="nope.yaml"):
-        merge_sources(get_cfg_default(), dataset_yaml=missing)
+        merge_sources(default_config(), dataset_yaml=missing)
 
 
 def test_keys_added_before_merge_are_accepted():
     from yacs.config import CfgNode as CN
 
-    cfg = get_cfg_default()
+    cfg = default_config()
     cfg.TRAINER.RSM = CN()
     cfg.TRAINER.RSM.WEIGHT = 0.1
     merge_opts(cfg, ["TRAINER.RSM.WEIGHT", "0.5"])

@@ -118,7 +118,8 @@ def test_partition_with_unknown_class(tmp_path):
     expect_error(tmp_path, "SUN397", "'z/zoo'", "ClassName.txt")
 
 
-def test_reading_writes_only_inside_the_dataset_folder(tmp_path):
+def test_reading_writes_only_inside_the_dataset_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("AME_FEWSHOT_CACHE", raising=False)  # a configured cache folder would take the files
     root = tmp_path / "data"
     dataset_dir = make_fake_dataset("UCF101", root, num_classes=3)
     (dataset_dir / "split_zhou_UCF101.json").unlink()

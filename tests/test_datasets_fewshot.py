@@ -7,8 +7,16 @@ import pytest
 import datasets  # noqa: F401  (registers the readers)
 from dassl.config import get_cfg_default
 from dassl.data.datasets import build_dataset
+from datasets import cache_location
 from dassl.utils import UserError
 from tools.make_fake_dataset import make_fake_dataset
+
+
+@pytest.fixture(autouse=True)
+def cache_in_dataset_folder(monkeypatch, tmp_path):
+    """These tests expect CoOp's place for the cache (the writable dataset folder): no configured one."""
+    monkeypatch.delenv(cache_location.ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
 
 def make_cfg(root, name, *opts):
@@ -106,6 +114,18 @@ def test_cache_referencing_missing_files_is_reported(pets):
         shots(pets.parent, 2)
 
 
+def test_cache_from_another_split_is_refused(pets):
+    shots(pets.parent, 2)
+    cache = pets / "split_fewshot" / "shot_2-seed_1.json"
+    content = json.loads(cache.read_text())
+    test_image = json.loads((pets / "split_zhou_OxfordPets.json").read_text())["test"][0]
+    content["train"][0] = ["images/" + test_image[0], test_image[1], test_image[2]]
+    cache.write_text(json.dumps(content))
+    with pytest.raises(UserError, match=r"shot_2-seed_1.json lists 1 train image\(s\) that are not in the current "
+                                        r"train split .*Delete it to sample again"):
+        shots(pets.parent, 2)
+
+
 def test_foreign_cache_is_rejected(pets):
     cache = pets / "split_fewshot" / "shot_2-seed_1.json"
     cache.parent.mkdir()
@@ -119,3 +139,49 @@ def test_imagenet_caches_train_only_and_val_is_test(tmp_path):
     dataset = build_dataset(make_cfg(tmp_path, "ImageNet", "DATASET.NUM_SHOTS", 2))
     assert len(dataset.train_x) == 8 and dataset.val is dataset.test
     assert set(json.loads((dataset_dir / "split_fewshot" / "shot_2-seed_1.json").read_text())) == {"format", "train"}
+
+
+# ----------------------------------------------------------------------------- NUM_SHOTS above a class's size
+def drop_train_images(dataset_dir, label, keep):
+    """Keep only `keep` train entries of `label` in the split JSON; returns that class's name."""
+    path = dataset_dir / "split_zhou_OxfordPets.json"
+    split = json.loads(path.read_text())
+    ours = [e for e in split["train"] if e[1] == label]
+    split["train"] = [e for e in split["train"] if e[1] != label] + ours[:keep]
+    path.write_text(json.dumps(split))
+    return ours[0][2]
+
+
+def warning_lines(out):
+    return [line for line in out.splitlines() if "DATASET.NUM_SHOTS" in line]
+
+
+def test_short_class_is_named_and_real_counts_recorded(pets, capsys):
+    short_name = drop_train_images(pets, label=2, keep=3)
+    dataset = shots(pets.parent, 5)
+    lines = warning_lines(capsys.readouterr().out)
+    assert lines == [f"Warning: OxfordPets: DATASET.NUM_SHOTS 5 is more than 1 of 5 classes have; they train on "
+                     f"all their images: {short_name!r} 3 (training images per class: min 3, max 5)"]
+    assert dataset.shots_per_class == {"min": 3, "max": 5}
+    assert len(dataset.train_x) == 4 * 5 + 3
+    reread = shots(pets.parent, 5)  # read from the cache: still said, still recorded
+    assert len(warning_lines(capsys.readouterr().out)) == 1 and reread.shots_per_class == {"min": 3, "max": 5}
+    # Only the classes a run trains on count: the new classes (labels 3, 4) are all complete.
+    new = shots(pets.parent, 5, 1, "DATASET.SUBSAMPLE_CLASSES", "new")
+    assert new.shots_per_class == {"min": 5, "max": 5}
+    assert not warning_lines(capsys.readouterr().out)
+
+
+def test_enough_images_means_no_warning_and_k_per_class(pets, capsys):
+    dataset = shots(pets.parent, 2)
+    assert dataset.shots_per_class == {"min": 2, "max": 2}
+    assert not warning_lines(capsys.readouterr().out)
+    assert shots(pets.parent, 0).shots_per_class is None  # full split: no K-shot sampling
+
+
+def test_many_short_classes_are_counted_not_all_listed(tmp_path, capsys):
+    make_fake_dataset("OxfordPets", tmp_path, num_classes=7, train_per_class=2)
+    dataset = shots(tmp_path, 3)
+    line, = warning_lines(capsys.readouterr().out)
+    assert "is more than 7 of 7 classes have" in line and line.count("' 2") == 5 and ", ... and 2 more" in line
+    assert dataset.shots_per_class == {"min": 2, "max": 2}

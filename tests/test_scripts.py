@@ -113,3 +113,188 @@ def test_base2new_script_end_to_end(tmp_path):
 
     groups = parse_results.group_runs(parse_results.load_results(tmp_path / "out"))
     assert [g.key.config for g in groups] == ["vit_b16_c2_ep20_batch8_4+4ctx_tiny"]
+
+
+# ----------------------------------------------------------------------------- scripts/runs.py (in-process)
+from scripts import launch, runs  # noqa: E402
+from scripts.runs import RunSpec, ScriptError, Settings, TrainRun  # noqa: E402
+
+
+def test_base2new_train_argv_and_skipping_a_finished_run(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    settings = Settings(data=str(tmp_path / "data"), output_root=str(tmp_path / "out"), trainer="PromptKD",
+                        run_tag="t", extra_opts="OPTIM.MAX_EPOCH 1 INPUT.SIZE (32,32)")
+    spec = runs.base2new_train("oxford_pets", "2", settings)
+    run_dir = tmp_path / "out/base2new/train_base/oxford_pets/shots_16/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_t/seed2"
+    assert [list(r.argv) for r in spec.runs] == [[
+        "--root", str(tmp_path / "data"), "--seed", "2", "--trainer", "PromptKD",
+        "--dataset-config-file", "configs/datasets/oxford_pets.yaml",
+        "--config-file", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml",
+        "--output-dir", str(run_dir), "DATASET.NUM_SHOTS", "16", "TRAINER.MODAL", "base2novel",
+        "TRAINER.PROMPTKD.TEMPERATURE", "1.0", "TRAINER.PROMPTKD.KD_WEIGHT", "1000.0",
+        "OPTIM.MAX_EPOCH", "1", "INPUT.SIZE", "(32,32)"]]
+    assert spec.output_dir == run_dir and spec.runs[0].message.startswith("Run: PromptKD on oxford_pets")
+    assert not run_dir.exists()  # nothing was run
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    spec = runs.base2new_train("oxford_pets", "2", settings)
+    assert spec.done and spec.runs == () and "Skipping" in spec.notes[0]
+
+
+def test_kd_weight_comes_from_the_python_table(tmp_path):
+    from trainers.config import promptkd_kd_weight
+
+    for key in ("dtd", "oxford_pets", "imagenet"):
+        (tmp_path / runs.DATASET_FOLDERS[key]).mkdir()
+    settings = Settings(data=str(tmp_path), output_root=str(tmp_path / "out"))
+
+    def kd_weight(spec):
+        argv = spec.runs[0].argv
+        return argv[argv.index("TRAINER.PROMPTKD.KD_WEIGHT") + 1]
+
+    dtd, pets = runs.base2new_train("dtd", "1", settings), runs.base2new_train("oxford_pets", "1", settings)
+    assert kd_weight(dtd) == str(promptkd_kd_weight(runs.dataset_name("dtd"))) == str(promptkd_kd_weight("DescribableTextures"))
+    assert kd_weight(pets) == str(promptkd_kd_weight("OxfordPets")) != kd_weight(dtd)
+    assert f"KD_WEIGHT {kd_weight(dtd)} ->" in dtd.runs[0].message
+    # cross-dataset: one weight for every target, ImageNet's; KD_WEIGHT overrides both
+    assert kd_weight(runs.xd_train("dtd", "1", settings)) == str(promptkd_kd_weight("ImageNet"))
+    assert kd_weight(runs.base2new_train("dtd", "1", Settings(**{**settings.__dict__, "kd_weight": "5"}))) == "5"
+
+
+def _shell_run_tag(extra_opts):
+    """The folder suffix as the earlier shell implementation computed it (echo | tr ... | cksum)."""
+    script = ('tag="$(echo "$EXTRA_OPTS" | tr -s " " "_" | tr -cd "A-Za-z0-9_.+=-")"; '
+              'if (( ${#tag} > 60 )); then tag="opts$(echo "$EXTRA_OPTS" | cksum | cut -d " " -f 1)"; fi; '
+              'printf "_%s" "$tag"')
+    return subprocess.run(["bash", "-c", script], env={**os.environ, "EXTRA_OPTS": extra_opts, "LC_ALL": "C"},
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("extra_opts", [
+    "TRAINER.RSM.WEIGHT 10.0", "A  B\tC", "A__B C_ _D INPUT.SIZE (32,32)", "x=1 y=-2.5e+3 z/w",
+    "MODEL.BACKBONE.WEIGHTS /x/y/student.pt TRAINER.PROMPTKD.TEACHER_WEIGHTS /x/y/teacher.pt OPTIM.MAX_EPOCH 2",
+    "KEY " + "v" * 55, "KEY " + "v" * 56, "é ü OPTIM.LR 0.1"])
+def test_run_tag_keeps_the_folder_names(extra_opts):
+    assert runs.run_tag(Settings(extra_opts=extra_opts)) == _shell_run_tag(extra_opts)
+
+
+def test_run_tag_set_wins_even_empty():
+    assert runs.run_tag(Settings(extra_opts="A 1", run_tag="")) == ""
+    assert runs.run_tag(Settings(extra_opts="A 1", run_tag="demo")) == "_demo"
+    assert runs.run_tag(Settings()) == ""
+
+
+@pytest.mark.parametrize("size", [0, 1, 9, 255, 256, 70000])
+def test_posix_cksum_matches_the_cksum_command(size):
+    data = bytes((i * 7 + size) % 256 for i in range(size))
+    expected = subprocess.run(["cksum"], input=data, capture_output=True, check=True).stdout.split()[0]
+    assert runs.posix_cksum(data) == int(expected)
+
+
+def test_zeroshot_skips_evaluated_parts(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    settings = Settings(data=str(tmp_path / "data"), output_root=str(tmp_path / "out"))
+    spec = runs.zeroshot("oxford_pets", "vit_b16", settings)
+    argvs = [r.argv for r in spec.runs]
+    assert [a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1] for a in argvs] == ["base", "new"]
+    assert "--seed" not in argvs[0] and spec.finish is not None
+    base_dir = Path(argvs[0][argvs[0].index("--output-dir") + 1])
+    base_dir.mkdir(parents=True)
+    (base_dir / "zeroshot.json").write_text("{}")
+    spec = runs.zeroshot("oxford_pets", "vit_b16", settings)
+    assert [r.part for r in spec.runs] == ["new"] and "already evaluated" in spec.notes[0]
+    all_classes = runs.zeroshot("oxford_pets", "vit_b16", Settings(**{**settings.__dict__, "mode": "all"}))
+    assert [r.part for r in all_classes.runs] == ["all"]
+
+
+def test_zeroshot_refuses_resnet_configs():
+    res = run_script("zeroshot.sh", "oxford_pets", "rn50")
+    assert res.returncode == 2 and "ResNet" in res.stderr and "vit_b16" in res.stderr
+    assert "rn50" not in run_script("zeroshot.sh").stderr  # not offered in the usage text
+    with pytest.raises(ScriptError, match="ResNet"):
+        runs.zeroshot("oxford_pets", "RN101", Settings())
+
+
+def _teacher_run(tmp_path, epoch=3):
+    folder = tmp_path / "out/teacher/base2new/oxford_pets/shots_16/PromptSRC/vit_l14_c2_ep20_batch8_4+4ctx/seed1"
+    checkpoints = folder / "VLPromptLearner"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / f"model.pth.tar-{epoch}").write_bytes(b"weights of epoch %d" % epoch)
+    (checkpoints / "checkpoint").write_text(f"model.pth.tar-{epoch}\n")
+    return folder
+
+
+def test_teacher_train_installs_the_last_checkpoint_once(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    settings = Settings(data=str(tmp_path / "data"), output_root=str(tmp_path / "out"),
+                        teacher_root=str(tmp_path / "teachers"), trainer="Simple")  # TRAINER is ignored
+    fresh = runs.teacher_train("oxford_pets", "1", settings)
+    assert len(fresh.runs) == 1 and "--trainer" in fresh.runs[0].argv
+    assert fresh.runs[0].argv[fresh.runs[0].argv.index("--trainer") + 1] == "PromptSRC"
+    assert fresh.runs[0].argv[-2:] == ("DATASET.SUBSAMPLE_CLASSES", "base")
+    with pytest.raises(ScriptError, match="training wrote no checkpoint"):
+        fresh.finish()
+
+    _teacher_run(tmp_path)
+    trained = runs.teacher_train("oxford_pets", "1", settings)
+    assert trained.runs == ()  # trained already: only the install is left
+    assert "Teacher installed" in trained.finish()
+    installed = tmp_path / "teachers/OxfordPets/VLPromptLearner/model-best.pth.tar"
+    assert installed.read_bytes() == b"weights of epoch 3"
+    again = runs.teacher_train("oxford_pets", "1", settings)
+    assert again.done and "already installed" in again.notes[0]
+    assert not runs.teacher_train("oxford_pets", "1", Settings(**{**settings.__dict__, "overwrite": True})).done
+    xd = runs.teacher_train("oxford_pets", "1", Settings(**{**settings.__dict__, "xd": True}))
+    assert "/teacher/xd/" in str(xd.output_dir) and xd.runs[0].argv[-1] == "all"
+
+
+def test_teacher_test_evaluates_the_last_epoch_on_base_and_new(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    folder = _teacher_run(tmp_path, epoch=7)
+    spec = runs.teacher_test("oxford_pets", "1", Settings(data=str(tmp_path / "data"), output_root=str(tmp_path / "out")))
+    assert [r.output_dir for r in spec.runs] == [folder / "eval_base", folder / "eval_new"]
+    argv = spec.runs[1].argv
+    assert argv[argv.index("--load-epoch") + 1] == "7" and argv[argv.index("--model-dir") + 1] == str(folder)
+    assert argv[-2:] == ("DATASET.SUBSAMPLE_CLASSES", "new")
+
+
+def test_base2new_test_evaluates_base_and_new(tmp_path):
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
+    settings = Settings(data=str(tmp_path / "data"), output_root=str(tmp_path / "out"), load_epoch="5")
+    with pytest.raises(ScriptError, match="no trained run at .* scripts/base2new_train.sh oxford_pets 1"):
+        runs.base2new_test("oxford_pets", "1", settings)
+    trained = runs.base2new_train("oxford_pets", "1", settings).output_dir
+    trained.mkdir(parents=True)
+    spec = runs.base2new_test("oxford_pets", "1", settings)
+    assert [r.argv[r.argv.index("TEST.SPLIT") + 1] for r in spec.runs] == ["val", "test"]
+    assert all(r.argv[r.argv.index("--load-epoch") + 1] == "5" for r in spec.runs)
+    assert [r.output_dir.parts[-6] for r in spec.runs] == ["test_base", "test_new"]
+
+
+def test_execute_stops_at_the_first_failed_run(tmp_path, monkeypatch):
+    commands = []
+
+    def fake_command(argv):
+        commands.append(list(argv))
+        return [sys.executable, "-c", f"import sys; sys.exit({argv[0]})"]
+
+    monkeypatch.setattr(launch, "train_command", fake_command)
+    finished = []
+    spec = RunSpec("x", "d", tmp_path, runs=(TrainRun(("0",), tmp_path, "first"), TrainRun(("3",), tmp_path, "second"),
+                                             TrainRun(("0",), tmp_path, "third")),
+                   finish=lambda: finished.append(1) or "done")
+    lines = []
+    assert launch.execute(spec, lines.append) == 3
+    assert commands == [["0"], ["3"]] and lines == ["first", "second"] and not finished
+    assert launch.execute(RunSpec("x", "d", tmp_path, runs=spec.runs[:1], finish=spec.finish), lines.append) == 0
+    assert finished and lines[-1] == "done"
+
+
+def test_run_all_goes_on_after_a_failure_and_lists_it(tmp_path):
+    res = run_script("run_all.sh", "xd", env={"DATASETS": "no_such_set dtd", "SEEDS": "1", "OUTPUT_ROOT": str(tmp_path),
+                                              "DATA": str(tmp_path / "none")})
+    assert res.returncode == 1
+    assert res.stdout.count("=== xd: PromptKD_RSM") == 2  # the second dataset ran after the first failed
+    assert "unknown dataset 'no_such_set'" in res.stderr and "data root" in res.stderr
+    assert "Failed runs (2)" in res.stderr and "PromptKD_RSM dtd shots=16 seed=1" in res.stderr

@@ -13,6 +13,7 @@ from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
 from trainers import promptsrc_model
 from trainers.distill import class_vectors_for_split, is_student_trainable
+from trainers.run_record import RunRecord
 
 import trainers_tiny_setup as tiny
 
@@ -136,14 +137,15 @@ def test_text_features_computed_once_and_results_written(runs):
     results = json.loads((runs["out"] / "on" / "results.json").read_text())
     assert results["trainer"] == "PromptKD_RSM" and results["protocol"] == "base2novel"
     assert results["seed"] == 1 and len(results["config_hash"]) == 12
-    val_history = trainer._val_by_epoch
+    val_history = trainer.record.val_by_epoch
     assert set(val_history) == {1, 2}
     best, last = results["best"], results["last"]
     assert last["epoch"] == 2 and last["base"] == pytest.approx(val_history[2], abs=1e-3)
     best_epoch = max(val_history, key=lambda e: (val_history[e], -e))
     assert best["epoch"] == best_epoch and best["base"] == pytest.approx(val_history[best_epoch], abs=1e-3)
-    # The final test was skipped exactly when it would have repeated the last epoch's (best == last).
-    assert trainer._best_is_last_epoch == (best_epoch == 2) and trainer._last_epoch_tested
+    # No weights were scored twice on a split: val after each epoch, then new for the last epoch's weights
+    # and, only when the best-on-base checkpoint is another epoch's, new for those weights too.
+    assert trainer.evaluation_passes == (3 if best_epoch == 2 else 4)
     for entry in (best, last):
         total = entry["base"] + entry["new"]
         expected_hm = 2 * entry["base"] * entry["new"] / total if total else 0.0
@@ -171,22 +173,32 @@ def test_test_scores_each_split_against_its_class_slice(untrained):
     assert seen == [n_base, tiny.NUM_CLASSES - n_base]
 
 
-def test_final_test_is_skipped_only_when_it_would_repeat_the_last_epoch_test(untrained, monkeypatch):
+def test_final_evaluation_loads_best_only_when_it_is_another_epoch_and_scores_nothing_twice(untrained,
+                                                                                           monkeypatch):
     trainer = untrained
     assert trainer.cfg.TEST.FINAL_MODEL == "best_val"
     calls = []
-    monkeypatch.setattr(trainer, "test", lambda split=None: calls.append(("test", split)) or 50.0)
-    monkeypatch.setattr(trainer, "load_model", lambda directory, epoch=None: calls.append(("load", directory)))
-    for best_is_last, tested in ((True, False), (False, True)):
+
+    def load(directory, epoch=None):
+        calls.append(("load", directory))
+        trainer.weights_epoch = best_in_file
+
+    monkeypatch.setattr(trainer, "evaluate", lambda split: calls.append((trainer.weights_epoch, split)) or 50.0)
+    monkeypatch.setattr(trainer, "load_model", load)
+    cases = (
+        ({1: 60.0, 2: 70.0}, 2, [(2, "test")]),  # best == last: nothing loaded, new scored once
+        ({1: 80.0, 2: 70.0}, 1, [(2, "test"), ("load", trainer.output_dir), (1, "test")]),
+        ({2: 70.0}, 1, [(2, "test"), ("load", trainer.output_dir), (1, "val"), (1, "test")]),  # history lost
+    )
+    for history, best_in_file, expected in cases:
         calls.clear()
-        monkeypatch.setattr(trainer, "_best_is_last_epoch", best_is_last)
-        monkeypatch.setattr(trainer, "_last_epoch_tested", tested)
+        trainer.record = RunRecord("base2novel")
+        for epoch, accuracy in history.items():
+            trainer.record.add(epoch, "val", accuracy)
+        trainer.weights_epoch = 2
         trainer.test_final_model()
-        assert calls == [("load", trainer.output_dir), ("test", None)]
-    calls.clear()
-    monkeypatch.setattr(trainer, "_best_is_last_epoch", True)
-    trainer.test_final_model()
-    assert calls == []
+        assert calls == expected
+        assert trainer.final_epochs == {"best": best_in_file, "last": 2}
 
 
 def test_load_model_drops_token_buffers_and_reports_keys(untrained, tmp_path, capsys):
@@ -221,4 +233,4 @@ def test_cross_protocol_uses_all_classes_and_writes_accuracy(world, tmp_path):
     results = json.loads((tmp_path / "xd" / "results.json").read_text())
     assert results["protocol"] == "cross"
     assert set(results["best"]) == set(results["last"]) == {"epoch", "accuracy"}
-    assert results["last"]["accuracy"] == pytest.approx(trainer._val_by_epoch[1], abs=1e-3)
+    assert results["last"]["accuracy"] == pytest.approx(trainer.record.val_by_epoch[1], abs=1e-3)

@@ -1,6 +1,7 @@
-"""TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS: same losses and results as without the cache, random transforms
+"""TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES: same losses and results as without the cache, random transforms
 refused, and a second run in the same process with the same teacher and data runs no teacher image forward."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,8 +37,8 @@ def count_teacher_forwards(monkeypatch):
     return calls
 
 
-def _run(world, output_dir, cache: bool, trainer_name="PromptKD_RSM", extra=()):
-    opts = DETERMINISTIC + ["TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS", cache] + list(extra)
+def _run(world, output_dir, cache: bool, trainer_name="PromptKD_RSM", extra=(), key="CACHE_TEACHER_FEATURES"):
+    opts = DETERMINISTIC + [f"TRAINER.PROMPTKD.{key}", cache] + list(extra)
     cfg = tiny.make_cfg(world["root"], trainer_name, str(output_dir), world["weights"], world["teacher_root"],
                         opts=opts)
     set_random_seed(cfg.SEED)
@@ -56,7 +57,7 @@ def test_cached_run_matches_uncached_and_second_run_reuses(world, tmp_path, coun
     count_teacher_forwards.clear()
 
     trainer, cached_losses, cached = _run(world, tmp_path / "cached", cache=True)
-    assert "Teacher cache (TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS): new" in capsys.readouterr().out
+    assert "Teacher cache (TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES): new" in capsys.readouterr().out
     n_train = len(trainer.dm.dataset.train_x)
     assert n_plain == 2 * len(trainer.train_loader_x) * 4  # 2 epochs of full batches of 4
     assert sum(count_teacher_forwards) <= n_train < n_plain  # each image at most once
@@ -73,21 +74,33 @@ def test_cached_run_matches_uncached_and_second_run_reuses(world, tmp_path, coun
     # and seed (the features do not depend on the student).
     count_teacher_forwards.clear()
     _, again_losses, _ = _run(world, tmp_path / "again", cache=True, trainer_name="PromptKD", extra=["SEED", 2])
-    assert "Teacher cache (TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS): reused" in capsys.readouterr().out
+    assert "Teacher cache (TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES): reused" in capsys.readouterr().out
     assert count_teacher_forwards == [] and len(again_losses) == len(plain_losses)
 
 
 def test_cache_key_changes_with_the_teacher_checkpoint_and_input(world, tmp_path):
     cfg = tiny.make_cfg(world["root"], "PromptKD", str(tmp_path), world["weights"], world["teacher_root"],
                         opts=DETERMINISTIC)
-    key = teacher_cache.cache_key(cfg, world["teacher_ckpt"], world["weights"][1], torch.device("cpu"))
-    assert key == teacher_cache.cache_key(cfg, world["teacher_ckpt"], world["weights"][1], torch.device("cpu"))
+    cpu = torch.device("cpu")
+    teacher = SimpleNamespace(checkpoint=world["teacher_ckpt"], weights=world["weights"][1])
+    key = teacher_cache.cache_key(cfg, teacher, cpu)
+    assert key == teacher_cache.cache_key(cfg, SimpleNamespace(**vars(teacher)), cpu)
     other_ckpt = tmp_path / "other.pth.tar"
     other_ckpt.write_bytes(b"x")
-    assert key != teacher_cache.cache_key(cfg, str(other_ckpt), world["weights"][1], torch.device("cpu"))
+    assert key != teacher_cache.cache_key(cfg, SimpleNamespace(checkpoint=str(other_ckpt), weights=teacher.weights), cpu)
     resized = tiny.make_cfg(world["root"], "PromptKD", str(tmp_path), world["weights"], world["teacher_root"],
                             opts=DETERMINISTIC + ["INPUT.PIXEL_MEAN", [0.5, 0.5, 0.5]])
-    assert key != teacher_cache.cache_key(resized, world["teacher_ckpt"], world["weights"][1], torch.device("cpu"))
+    assert key != teacher_cache.cache_key(resized, teacher, cpu)
+
+
+def test_built_teacher_remembers_its_checkpoint_and_weights(world, tmp_path, recwarn):
+    teacher_cache.clear()
+    trainer, _, _ = _run(world, tmp_path / "old", cache=True, key="CACHE_TEACHER_LOGITS")
+    assert trainer.teacher.checkpoint == world["teacher_ckpt"] and trainer.teacher.weights == world["weights"][1]
+    # The deprecated key still switches the cache on, with a warning naming the new key.
+    assert trainer.teacher_cache is not None and trainer.teacher_cache.computed > 0
+    assert any("CACHE_TEACHER_FEATURES" in str(w.message) for w in recwarn.list)
+    teacher_cache.clear()
 
 
 def test_store_keeps_at_most_a_few_keys():
@@ -102,9 +115,9 @@ def test_store_keeps_at_most_a_few_keys():
 def test_random_transform_is_refused(world, tmp_path):
     cfg = tiny.make_cfg(world["root"], "PromptKD", str(tmp_path), world["weights"], world["teacher_root"],
                         opts=["INPUT.TRANSFORMS", ["random_resized_crop", "random_flip", "normalize"],
-                              "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS", True])
+                              "TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES", True])
     with pytest.raises(UserError) as info:
         build_trainer(cfg)
     message = str(info.value)
-    assert "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS" in message
+    assert "TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES" in message
     assert "random ops ['random_resized_crop', 'random_flip']" in message

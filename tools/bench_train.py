@@ -5,8 +5,8 @@ Measures, for PromptKD, PromptKD_RSM and Simple_RSM built exactly as ``train.py`
 weights, a throw-away fake dataset with ``--classes`` classes, synthetic batches):
 - images/s of ``forward_backward`` and peak memory (CUDA: max allocated; CPU: process max RSS);
 - the teacher text-feature caching gain: PromptKD's step with the cached class vectors versus the
-  same step plus a full teacher text-encoder pass over all classes (what the original code does at
-  every step, promptkd.md §4.2);
+  same step plus a full teacher text-encoder pass over all classes (what the original PromptKD code
+  does at every step: PromptKD quirk 1 in docs/compatibility.md);
 - the cost split of a cached step: teacher image forward alone, and the step without the teacher;
 - the RSM overhead: PromptKD_RSM step time over PromptKD's, in %.
 

@@ -6,8 +6,8 @@ Output (``out_dir``):
 - ``student.pt``: OpenAI-layout CLIP state dict (preset ``tiny`` by default: 32 px images, width 64);
 - ``teacher.pt``: OpenAI-layout CLIP state dict (preset ``tiny-large``: wider, like ViT-L/14 vs B/16);
 - ``teacher_model/<DATASET.NAME>/VLPromptLearner/model-best.pth.tar``: a Dassl checkpoint dict
-  (``state_dict, epoch, optimizer, scheduler, val_result``) whose ``state_dict`` has PromptSRC's keys
-  (promptkd.md §4.4): ``prompt_learner.ctx`` and token buffers, ``image_encoder.*`` with ``VPT`` /
+  (``state_dict, epoch, optimizer, scheduler, val_result``) whose ``state_dict`` has the keys of a
+  PromptSRC-trained teacher as PromptKD releases them: ``prompt_learner.ctx`` and token buffers, ``image_encoder.*`` with ``VPT`` /
   ``VPT_shallow``, ``text_encoder.*``, ``logit_scale`` and the frozen zero-shot tower under
   ``prompt_learner.ZS_image_encoder.*``. With ``cross=True`` it goes to
   ``teacher_model/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20`` instead.

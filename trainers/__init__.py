@@ -1,5 +1,5 @@
 """Trainers; importing this package registers every trainer in TRAINER_REGISTRY."""
-from trainers.config import extend_cfg  # noqa: F401
+from trainers.config import default_config, extend_cfg  # noqa: F401
 
 # Distillation trainers (PromptKD and the AME / RSM variants).
 from trainers import promptkd, promptkd_rsm, simple, simple_rsm  # noqa: F401,E402

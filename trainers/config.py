@@ -1,55 +1,89 @@
-"""Project-specific config keys (RSM, teacher and weight locations), added before any merge.
+"""The config keys of the prompt-learning methods: the one place where each method key is defined.
 
-``train.py`` calls :func:`extend_cfg` right after ``get_cfg_default()``; yacs rejects unknown keys at
-merge time, so every key a YAML file or a command line may set must exist here first. Keys that the
-engine already defines are left untouched (the function only fills in what is missing), so calling it
-twice is harmless.
+The engine (``dassl.config.get_cfg_default``) holds Dassl's own keys only. Every key a CoOp / CoCoOp /
+MaPLe / IVLP / PromptSRC / PromptKD YAML or command line may set, and this project's keys (teacher and
+weight locations, caches, the RSM term), is added here by :func:`extend_cfg` before any merge, because
+merging rejects unknown keys. Types matter: a float default only accepts floats (``1000.0``, not
+``1000``). Values follow the published configs of those methods.
+
+Also here: PromptKD's per-dataset KD weight table (:func:`promptkd_kd_weight`, which the protocol
+scripts ask), reading a trainer's precision key (:func:`read_precision`) and the deprecated key alias.
 """
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict
+
 from yacs.config import CfgNode as CN
 
-# PromptKD's own namespace (promptkd.md §10). The engine's get_cfg_default() normally provides it; the
-# defaults are repeated here only so that this module also works on a bare tree (tests, tools).
-_PROMPTKD_DEFAULTS = {
-    "N_CTX_VISION": 4,
-    "N_CTX_TEXT": 4,
-    "CTX_INIT": "a photo of a",
-    "PREC": "fp16",
-    "PROMPT_DEPTH_VISION": 9,
-    "PROMPT_DEPTH_TEXT": 9,
-    "PROJECT_LAYER": 2,
-    "CE_WEIGHT": 0.0,
+from dassl.config import get_cfg_default
+from dassl.engine.precision import PRECISION_MODES
+from dassl.utils import UserError
+
+# Supervised prompt learners (their published namespaces; baselines and teachers).
+_COOP = {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"}
+_COCOOP = {"N_CTX": 16, "CTX_INIT": "", "PREC": "fp16"}
+_MAPLE = {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9}
+_IVLP = {"N_CTX_VISION": 2, "N_CTX_TEXT": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
+         "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9}
+_PROMPTSRC = {
+    "N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a", "PREC": "fp16",
+    "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9,
+    # Integers in the published configs, so YAMLs write them as integers too.
+    "TEXT_LOSS_WEIGHT": 25, "IMAGE_LOSS_WEIGHT": 10, "GPA_MEAN": 15, "GPA_STD": 1,
+}
+
+_PROMPTKD = {
+    "N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a",
+    "PREC": "fp16",  # fp16 | fp32 | amp | bf16
+    "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9,
+    "PROJECT_LAYER": 2,  # read by no code, kept so that PromptKD's YAMLs merge
+    "CE_WEIGHT": 0.0,  # likewise
     "KD_WEIGHT": 1.0,
     "TEMPERATURE": 1.0,
-    # [quirk] PromptKD's default is the misspelt "ViT/L-14"; kept for compatibility, the teacher
-    # loader reads it as ViT-L/14 (see trainers.teacher.resolve_teacher_weights).
-    "TEACHER_NAME": "ViT/L-14",
-}
-
-# Keys this project adds to TRAINER.PROMPTKD (shared by every distillation trainer).
-_TEACHER_LOCATION_DEFAULTS = {
-    # Explicit CLIP weights file for the teacher backbone; "" resolves TEACHER_NAME through clip's loader.
-    "TEACHER_WEIGHTS": "",
-    # Explicit teacher checkpoint file; "" uses PromptKD's folder layout under TEACHER_ROOT.
-    "TEACHER_CKPT": "",
+    # PromptKD's own default is the misspelt "ViT/L-14" (PromptKD quirk 2, docs/compatibility.md); the
+    # valid name is the default here, and the teacher loader still reads the misspelling from YAMLs.
+    "TEACHER_NAME": "ViT-L/14",
+    # This project's keys, shared by every distillation trainer:
+    "TEACHER_WEIGHTS": "",  # a CLIP weights file for the teacher; "" resolves TEACHER_NAME
+    "TEACHER_CKPT": "",  # a teacher checkpoint file; "" uses PromptKD's folder layout under TEACHER_ROOT
     "TEACHER_ROOT": "./teacher_model",
-}
-
-# Opt-in speed-up of the distillation step (trainers/teacher_cache.py).
-_TEACHER_CACHE_DEFAULTS = {
-    # Reuse the frozen teacher's output per training image instead of recomputing its image tower every
-    # epoch (and in later runs of the same process with the same teacher and data). Exact only for a
-    # deterministic training transform, so a random op in INPUT.TRANSFORMS is refused.
+    # Reuse the frozen teacher's image features per training image instead of recomputing its image
+    # tower every epoch (trainers/teacher_cache.py); exact only for a deterministic training transform.
+    "CACHE_TEACHER_FEATURES": False,
+    # The earlier name of CACHE_TEACHER_FEATURES (it never stored logits); still read, with a warning.
     "CACHE_TEACHER_LOGITS": False,
 }
 
-# The RSM entropy regulariser (ame.md §2).
-_RSM_DEFAULTS = {
+# The RSM entropy term (trainers/rsm.py).
+_RSM = {
     "WEIGHT": 50.0,  # omega in L = L_KD + omega * H(M); 0 switches the term off
     "DIM": 64,  # manifold width R
     "HIDDEN": 0,  # inner width of phi_v / phi_w; 0 means DIM
     "NORMALIZE": True,  # L2-normalise V and W before the projections
     "IMAGE_FEATURE": "projected",  # "projected" (after the student's projector) or "backbone"
 }
+
+_TRAINER_NAMESPACES: Dict[str, Dict[str, Any]] = {
+    "COOP": _COOP, "COCOOP": _COCOOP, "MAPLE": _MAPLE, "IVLP": _IVLP, "PROMPTSRC": _PROMPTSRC,
+    "PROMPTKD": _PROMPTKD, "RSM": _RSM,
+}
+
+# PromptKD's distillation protocol, read by the distillation trainers: "base2novel" | "cross".
+DEFAULT_PROTOCOL = "base2novel"
+
+DEPRECATED_KEYS = {"TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS": "TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES"}
+
+# PromptKD's per-dataset KD loss weight (its training scripts): 200 for three datasets, 1000 elsewhere.
+# Keyed by DATASET.NAME. The protocol scripts ask `promptkd_kd_weight`; train.py alone takes the
+# config's TRAINER.PROMPTKD.KD_WEIGHT and says so when it differs from this table.
+PROMPTKD_KD_WEIGHTS = {"FGVCAircraft": 200.0, "OxfordFlowers": 200.0, "DescribableTextures": 200.0}
+PROMPTKD_DEFAULT_KD_WEIGHT = 1000.0
+
+
+def promptkd_kd_weight(dataset_name: str) -> float:
+    """PromptKD's KD loss weight for a dataset (``DATASET.NAME``, e.g. ``"DescribableTextures"``)."""
+    return PROMPTKD_KD_WEIGHTS.get(dataset_name, PROMPTKD_DEFAULT_KD_WEIGHT)
 
 
 def _node(parent: CN, name: str) -> CN:
@@ -59,30 +93,54 @@ def _node(parent: CN, name: str) -> CN:
     return parent[name]
 
 
-def _fill(node: CN, defaults: dict) -> None:
-    """Add every key of ``defaults`` that ``node`` does not have yet."""
-    for key, value in defaults.items():
-        if key not in node:
-            node[key] = value
-
-
 def extend_cfg(cfg: CN) -> CN:
-    """Add this project's keys to a default config tree (called by train.py before merging).
+    """Add the method keys to an engine default tree (train.py calls it before merging); returns ``cfg``.
 
-    Adds ``MODEL.BACKBONE.WEIGHTS``, ``TRAINER.PROMPTKD.{TEACHER_WEIGHTS, TEACHER_CKPT, TEACHER_ROOT,
-    CACHE_TEACHER_LOGITS}`` and ``TRAINER.RSM.*``; fills in ``TRAINER.PROMPTKD.*`` / ``TRAINER.MODAL``
-    when the engine tree lacks them. Returns the same (mutated) tree.
+    Adds ``MODEL.BACKBONE.WEIGHTS`` (an explicit CLIP weights file; "" resolves ``MODEL.BACKBONE.NAME``),
+    ``TRAINER.MODAL`` and the ``TRAINER.<METHOD>.*`` namespaces. Keys already present are left as they
+    are, so calling it twice is harmless.
     """
     backbone = _node(_node(cfg, "MODEL"), "BACKBONE")
-    # Explicit CLIP weights file for the student / backbone; "" resolves MODEL.BACKBONE.NAME.
-    _fill(backbone, {"NAME": "", "WEIGHTS": ""})
-
+    if "WEIGHTS" not in backbone:
+        backbone.WEIGHTS = ""
     trainer = _node(cfg, "TRAINER")
     if "MODAL" not in trainer:
-        trainer.MODAL = "base2novel"
-    promptkd = _node(trainer, "PROMPTKD")
-    _fill(promptkd, _PROMPTKD_DEFAULTS)
-    _fill(promptkd, _TEACHER_LOCATION_DEFAULTS)
-    _fill(promptkd, _TEACHER_CACHE_DEFAULTS)
-    _fill(_node(trainer, "RSM"), _RSM_DEFAULTS)
+        trainer.MODAL = DEFAULT_PROTOCOL
+    for name, defaults in _TRAINER_NAMESPACES.items():
+        node = _node(trainer, name)
+        for key, value in defaults.items():
+            if key not in node:
+                node[key] = value
     return cfg
+
+
+def default_config() -> CN:
+    """A fresh default tree with every method key: the engine's defaults plus :func:`extend_cfg`."""
+    return extend_cfg(get_cfg_default())
+
+
+def cfg_value(cfg: CN, full_key: str) -> Any:
+    """The value of a dotted key, e.g. ``cfg_value(cfg, "TRAINER.PROMPTKD.PREC")``."""
+    node = cfg
+    for part in full_key.split("."):
+        node = node[part]
+    return node
+
+
+def read_precision(cfg: CN, key: str) -> str:
+    """The precision mode set by ``key`` (one of the engine's modes); a ``UserError`` naming the key if not."""
+    mode = cfg_value(cfg, key)
+    if mode not in PRECISION_MODES:
+        raise UserError(f"{key} must be one of {list(PRECISION_MODES)}, got {mode!r}")
+    return mode
+
+
+def cache_teacher_features(cfg: CN) -> bool:
+    """Whether the teacher-feature cache is on: ``CACHE_TEACHER_FEATURES``, or its deprecated old name."""
+    kd_cfg = cfg.TRAINER.PROMPTKD
+    if kd_cfg.CACHE_TEACHER_LOGITS:
+        old, new = next(iter(DEPRECATED_KEYS.items()))
+        message = f"{old} is deprecated (it stores image features, not logits): set {new} True instead"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        print(f"Note: {message}")
+    return bool(kd_cfg.CACHE_TEACHER_FEATURES or kd_cfg.CACHE_TEACHER_LOGITS)

@@ -1,13 +1,14 @@
-"""PromptKD's unsupervised KD loss (promptkd.md §5; paper Eq. 3).
+"""PromptKD's unsupervised KD loss (paper Eq. 3).
 
     L_ukd = T^2 / (B * C) * sum_i sum_c p_t[i, c] * (log p_t[i, c] - log p_s[i, c])
 
 with p_t = softmax(z_t / T), p_s = softmax(z_s / T): the forward KL(teacher || student) summed over the
-batch and divided by the number of logits B x C ([quirk] 7 of promptkd.md, reproduced: dividing by C as
-well makes the effective weight depend on the class count; KD_WEIGHT values in the scripts assume it).
+batch and divided by the number of logits B x C (PromptKD quirk 7 in docs/compatibility.md, reproduced:
+dividing by C as well makes the effective weight depend on the class count, and PromptKD's KD_WEIGHT
+values assume it).
 The trainer multiplies the result by ``TRAINER.PROMPTKD.KD_WEIGHT``.
 
-[quirk] 5 fixed deliberately: the original computes the softmax and KL in fp16; here they are always
+PromptKD quirk 5, fixed deliberately: the original computes the softmax and KL in fp16; here they are always
 computed in float32 (autocast disabled), which changes nothing in fp32 and avoids fp16 underflow.
 """
 import torch

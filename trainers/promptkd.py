@@ -1,16 +1,16 @@
-"""PromptKD (CVPR 2024), faithful to the original (promptkd.md §2-§9).
+"""PromptKD (CVPR 2024), faithful to the original.
 
 Student = CLIP ViT-B/16 image tower with deep visual prompts (``TRAINER.PROMPTKD.N_CTX_VISION`` tokens,
 ``PROMPT_DEPTH_VISION``) + the projector ``VPT_image_trans`` (``conv1.{0: Conv1x1 E_s->E_t,
 1: BatchNorm, 2: ReLU, 3: Conv1x1 E_t->E_t}``), no text tower of its own; its logits are taken against
 the teacher's text features of all classes. Trainable: the names containing ``VPT``. Checkpoints are
-registered as ``VLPromptLearner`` with the original key names (promptkd.md §9).
+registered as ``VLPromptLearner`` with the original key names.
 
-Deliberate fixes of the original's quirks (see also trainers/distill.py and trainers/teacher.py):
-float32 master weights and autocast instead of an fp16 model, so fp16/bf16/amp/fp32 all work [quirk 5];
-the student's text tower with text prompts is not kept [quirk 16]; the projector is built on the
-training device [quirk 15]; the teacher's text features are cached [quirk 1]. Reproduced: the KD
-normalisation by B x C [quirk 7] and model selection on base accuracy [quirk 8] (both documented).
+Deliberate fixes of the original's quirks (numbers from the PromptKD list in docs/compatibility.md; see
+also trainers/distill.py and trainers/teacher.py): float32 master weights and autocast instead of an fp16
+model, so fp16/bf16/amp/fp32 all work (5); the student's unused text tower is not built (16); the
+projector is built on the training device (15); the teacher's text features are cached (1). Reproduced:
+the KD normalisation by B x C (7) and model selection on base test accuracy (8).
 """
 from __future__ import annotations
 
@@ -44,9 +44,6 @@ class ImageProjector(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = features.to(self.conv1[0].weight.dtype).reshape(features.shape[0], -1, 1, 1)
         return self.conv1(x).flatten(1)
-
-
-Feature_Trans_Module_two_layer = ImageProjector  # PromptKD's name for the same module
 
 
 class DistillStudent(nn.Module):

@@ -1,6 +1,6 @@
 """PromptSRC: supervised prompt learning with self-regularisation; trains the distillation teachers.
 
-Model (promptkd.md §15.1): a CLIP with deep prompts on both towers (``trainers.promptsrc_model.
+Model: a CLIP with deep prompts on both towers (``trainers.promptsrc_model.
 PromptedCLIP``, PromptSRC's ``CustomCLIP`` key layout) plus two frozen zero-shot references built from
 the same CLIP weights without prompts:
 - ``prompt_learner.ZS_image_encoder``: the plain vision tower (saved in checkpoints, as PromptSRC does;
@@ -8,13 +8,13 @@ the same CLIP weights without prompts:
 - ``fixed_embeddings``: per class, the mean over PromptSRC's 60 ``IMAGENET_TEMPLATES`` of the
   *unnormalised* plain text features (a non-persistent buffer, never saved).
 
-Loss per step (§15.3): ``CE + KL(zero-shot || prompted logits) / (B*C)
+Loss per step: ``CE + KL(zero-shot || prompted logits) / (B*C)
 + TEXT_LOSS_WEIGHT * L1(prompted text, fixed text) + IMAGE_LOSS_WEIGHT * L1(prompted image, zero-shot image)``
 on L2-normalised features. After the last epoch the Gaussian-weighted average of the per-epoch prompts
-(GPA, §15.4) replaces the prompts; the last checkpoint and the final test use it.
+(GPA) replaces the prompts; the last checkpoint and the final test use it.
 
-Checkpoints go to ``<OUTPUT_DIR>/VLPromptLearner/`` with the keys of promptkd.md §4.4, so
-``scripts/teacher_train.sh`` can install them as PromptKD teachers.
+Checkpoints go to ``<OUTPUT_DIR>/VLPromptLearner/`` with the key names of PromptKD's released teachers,
+so ``scripts/teacher_train.sh`` can install them as PromptKD teachers.
 
 Decisions on quirks:
 - GPA averages only the trainable prompt tensors, not the whole state dict: the frozen weights never
@@ -40,11 +40,13 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, load_pretrained_weights
 from datasets.templates import IMAGENET_TEMPLATES
-from trainers.promptsrc_model import TOKEN_BUFFER_KEYS, PromptedCLIP, is_promptsrc_trainable, ivlp_design_details
-from trainers.teacher import load_clip_state_dict
+from trainers.backbone import NO_PROMPTS, build_clip, check_input_size, freeze, load_backbone_state_dict
+from trainers.config import read_precision
+from trainers.promptsrc_model import (CHECKPOINT_MODEL_NAME, TOKEN_BUFFER_KEYS, PromptedCLIP, is_promptsrc_trainable,
+                                      ivlp_design_details)
+from trainers.rsm import describe_unused_keys
 
-MODEL_NAME = "VLPromptLearner"
-PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+PRECISION_KEY = "TRAINER.PROMPTSRC.PREC"
 
 
 def gaussian_weights(num_epochs: int, mean: float, std: float) -> List[float]:
@@ -85,12 +87,12 @@ class PromptSRCCLIP(PromptedCLIP):
                  n_ctx_vision: int, depth_text: int, depth_vision: int, ctx_init: str,
                  device: Optional[torch.device] = None) -> None:
         design = ivlp_design_details(n_ctx_vision, n_ctx_text, depth_vision, depth_text)
-        prompted = clip.build_model(clip_state, design)
+        prompted = build_clip(clip_state, design, "MODEL.BACKBONE weights")
         if device is not None:
             prompted.to(device)
         super().__init__(classnames, prompted, n_ctx_text=n_ctx_text, ctx_init=ctx_init,
                          n_ctx_vision=n_ctx_vision)
-        zero_shot = clip.build_model(clip_state)  # no prompts
+        zero_shot = build_clip(clip_state, NO_PROMPTS, "MODEL.BACKBONE weights")
         if device is not None:
             zero_shot.to(device)
         zero_shot.eval()
@@ -105,7 +107,7 @@ class PromptSRCCLIP(PromptedCLIP):
 
     def training_losses(self, image: torch.Tensor, label: torch.Tensor, text_weight: float,
                         image_weight: float) -> Dict[str, torch.Tensor]:
-        """PromptSRC's four loss terms for one labelled batch (promptkd.md §15.3)."""
+        """PromptSRC's four loss terms for one labelled batch."""
         scale = self.logit_scale.exp()
         text = F.normalize(self.encode_text(), dim=-1)
         img = F.normalize(self.encode_image(image), dim=-1)
@@ -132,44 +134,35 @@ class PromptSRC(TrainerX):
     CHECKPOINT_IGNORED_KEYS = TOKEN_BUFFER_KEYS
 
     def check_cfg(self, cfg) -> None:
-        if cfg.TRAINER.PROMPTSRC.PREC not in PRECISIONS:
-            raise UserError(f"TRAINER.PROMPTSRC.PREC must be one of {list(PRECISIONS)}, "
-                            f"got {cfg.TRAINER.PROMPTSRC.PREC!r}")
+        read_precision(cfg, PRECISION_KEY)
         if cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT < 1:
             raise UserError("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be >= 1 (the text prompts start at layer 0)")
+        note = describe_unused_keys(cfg)
+        if note:
+            print(note)
 
     def build_model(self) -> None:
         cfg = self.cfg
         src = cfg.TRAINER.PROMPTSRC
         classnames = self.dm.dataset.classnames
-        weights = cfg.MODEL.BACKBONE.WEIGHTS or cfg.MODEL.BACKBONE.NAME
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, weights: {weights})")
-        clip_state = load_clip_state_dict(weights, "MODEL.BACKBONE.WEIGHTS / MODEL.BACKBONE.NAME")
+        clip_state = load_backbone_state_dict(cfg)
 
         print("Building custom CLIP")
         self.model = PromptSRCCLIP(classnames, clip_state, n_ctx_text=src.N_CTX_TEXT,
                                    n_ctx_vision=src.N_CTX_VISION, depth_text=src.PROMPT_DEPTH_TEXT,
                                    depth_vision=src.PROMPT_DEPTH_VISION, ctx_init=src.CTX_INIT,
                                    device=self.device)
-        resolution = self.model.image_encoder.input_resolution
-        if cfg.INPUT.SIZE[0] != resolution:
-            raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the CLIP input resolution "
-                            f"{resolution} of {weights!r}; set INPUT.SIZE ({resolution}, {resolution})")
-
-        print("Turning off gradients in both the image and the text encoder")
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(is_promptsrc_trainable(name))
-        trainable = sorted(n for n, p in self.model.named_parameters() if p.requires_grad)
-        print(f"Parameters to be updated: {set(trainable)}")
-        print(f"Parameters count: {len(trainable)}")
+        del clip_state
+        check_input_size(cfg, self.model.image_encoder, "backbone")
+        freeze(self.model, is_promptsrc_trainable)
         if cfg.MODEL.INIT_WEIGHTS:
             load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS)
 
         self.model.to(self.device)
         self.optim = build_optimizer(self.model, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(MODEL_NAME, self.model, self.optim, self.sched)
-        self.set_precision(src.PREC)
+        self.register_model(CHECKPOINT_MODEL_NAME, self.model, self.optim, self.sched)
+        self.set_precision(read_precision(cfg, PRECISION_KEY))
 
         self.gpa_weights = gaussian_weights(cfg.OPTIM.MAX_EPOCH, float(src.GPA_MEAN), float(src.GPA_STD))
         self.gpa_sum: Optional[Dict[str, torch.Tensor]] = None

@@ -1,6 +1,6 @@
 """PromptSRC-style prompted CLIP (IVLP deep prompts on both towers), shared by the teacher and PromptSRC.
 
-Public API (key names match PromptSRC / PromptKD checkpoints, promptkd.md §4.4, clip.md §9):
+Public API (key names match PromptSRC / PromptKD checkpoints, so released teachers load):
 
 - ``ivlp_design_details(n_ctx_vision, n_ctx_text, depth_vision, depth_text) -> dict``: the
   ``design_details`` that ``clip.build_model`` needs for deep prompts.
@@ -35,11 +35,13 @@ from torch import nn
 
 import clip
 
+# The name PromptSRC and PromptKD register their model under: the checkpoint folder of teachers and students.
+CHECKPOINT_MODEL_NAME = "VLPromptLearner"
 CTX_INIT_MAX_TOKENS = 4  # PromptSRC initialises ctx from CTX_INIT only when n_ctx <= 4
 CTX_INIT_STD = 0.02
 # Frozen token-embedding buffers of the prompt learner, rebuilt from the current class names, so every
 # loader drops them from a checkpoint. PromptSRC saves ``token_prefix`` / ``token_suffix``; PromptKD's
-# checkpoints may also hold ``token_prefix2`` / ``token_suffix2`` (promptkd.md §4.3).
+# checkpoints may also hold ``token_prefix2`` / ``token_suffix2`` (PromptKD's teacher prompt learner).
 TOKEN_BUFFER_KEYS = (
     "prompt_learner.token_prefix",
     "prompt_learner.token_prefix2",
@@ -49,7 +51,7 @@ TOKEN_BUFFER_KEYS = (
 
 
 def ivlp_design_details(n_ctx_vision: int, n_ctx_text: int, depth_vision: int, depth_text: int) -> dict:
-    """``design_details`` for IVLP/PromptSRC deep prompts (clip.md §9.1)."""
+    """``design_details`` for IVLP/PromptSRC deep prompts (the keys ``clip.build_model`` reads)."""
     return {
         "trainer": "IVLP",
         "vision_depth": int(depth_vision),

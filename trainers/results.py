@@ -1,4 +1,4 @@
-"""The per-run result file ``<OUTPUT_DIR>/results.json`` (format fixed in ARCHITECTURE.md).
+"""The per-run result file ``<OUTPUT_DIR>/results.json`` (its format is documented in ARCHITECTURE.md).
 
 base2novel runs record ``{"epoch", "base", "new", "hm"}`` for the best-on-base checkpoint and for the
 last epoch; cross runs record ``{"epoch", "accuracy"}``. Accuracies are percentages. The file is written
@@ -13,8 +13,11 @@ from typing import Optional
 
 from dassl.utils import write_json
 
+from datasets.protocols import DISTILL_PROTOCOLS
+
 RESULTS_FILENAME = "results.json"
-PROTOCOLS = ("base2novel", "cross")
+# One part of a zero-shot evaluation (ZeroshotCLIP's test on one class subset), combined below.
+ZEROSHOT_PART_FILENAME = "zeroshot.json"
 
 
 def harmonic_mean(base: float, new: float) -> float:
@@ -58,8 +61,8 @@ def cross_entry(epoch: int, accuracy: float) -> dict:
 
 def build_results(cfg, protocol: str, best: dict, last: dict, trainer: Optional[str] = None) -> dict:
     """The results.json dictionary for a finished run described by ``cfg``."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    if protocol not in DISTILL_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {DISTILL_PROTOCOLS}")
     return {
         "trainer": trainer or cfg.TRAINER.NAME,
         "dataset": cfg.DATASET.NAME,
@@ -98,7 +101,7 @@ def write_zeroshot_results(root_dir: str, mode: str = "base2new") -> tuple[str, 
         raise ValueError(f"unknown zero-shot mode {mode!r}; expected one of {sorted(ZEROSHOT_PARTS)}")
     accuracy, info = {}, {}
     for part in ZEROSHOT_PARTS[mode]:
-        path = os.path.join(root_dir, part, "zeroshot.json")
+        path = os.path.join(root_dir, part, ZEROSHOT_PART_FILENAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} was not written; see the log in {os.path.join(root_dir, part)}")
         with open(path, encoding="utf-8") as stream:

@@ -1,4 +1,4 @@
-"""RSM: the entropy of a reconfigured shared manifold (AME, ame.md; paper Eq. 4-6).
+"""RSM: the entropy of a reconfigured shared manifold (AME; paper Eq. 4-6).
 
 Given image features V (N x D_v) and text features W (C x D_w), two small projections map them into a
 common R-dimensional space: ``phi_v`` (1x1 convolutions over an (N, D_v, 1, 1) view: Conv -> ReLU -> Conv,
@@ -14,16 +14,24 @@ the student and never used at test time. ``H`` is computed in float32 whatever t
 
 The RSM parameters are initialised from a dedicated ``torch.Generator``: building the module does not
 touch the global RNG, so a run with the term switched off is identical to the host trainer's run.
+
+:class:`RSMTerm` is what a distillation trainer uses: built from ``TRAINER.RSM`` (validated once, with
+errors naming the key), it owns the feature choice, the weight omega, the module it builds, the step's
+term ``omega * H(M)`` and the summary the training log prints (``kd``/``rsm``/``H``/``max_p``).
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dassl.utils import UserError
+from trainers.config import default_config
 
 
 def manifold_scores(manifold: torch.Tensor) -> torch.Tensor:
@@ -95,8 +103,6 @@ class RSM(nn.Module):
         generator: Optional[torch.Generator] = None,
     ) -> None:
         super().__init__()
-        if dim <= 0 or hidden < 0:
-            raise ValueError(f"RSM needs DIM > 0 and HIDDEN >= 0, got DIM={dim}, HIDDEN={hidden}")
         hidden = hidden or dim
         self.normalize = normalize
         # Build inside fork_rng so that the default initialisers do not advance the global CPU RNG;
@@ -149,14 +155,76 @@ class RSM(nn.Module):
         return manifold_entropy(self.manifold(image_features, text_features))
 
 
-def build_rsm(cfg, image_dim: int, text_dim: int) -> RSM:
-    """An RSM configured by ``cfg.TRAINER.RSM``, initialised from a generator seeded with ``cfg.SEED``."""
-    rsm_cfg = cfg.TRAINER.RSM
-    return RSM(
-        image_dim=image_dim,
-        text_dim=text_dim,
-        dim=rsm_cfg.DIM,
-        hidden=rsm_cfg.HIDDEN,
-        normalize=rsm_cfg.NORMALIZE,
-        generator=make_generator(cfg.SEED),
-    )
+IMAGE_FEATURES = ("projected", "backbone")
+CONFIG_KEY = "TRAINER.RSM"
+
+
+@dataclass(frozen=True)
+class RSMTerm:
+    """The RSM term of a distillation step, configured by ``TRAINER.RSM`` (see the module docstring).
+
+    ``weight`` is omega; at 0 the module is still built (same checkpoint keys, from its own generator)
+    but :meth:`loss` returns ``None`` and the step is the host trainer's step exactly.
+    """
+
+    weight: float
+    dim: int
+    hidden: int
+    normalize: bool
+    image_feature: str  # "projected": after the student's projector; "backbone": the CLIP image features
+    seed: Optional[int] = None
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "RSMTerm":
+        """The term of ``cfg.TRAINER.RSM``; a ``UserError`` naming the key when a value is out of range."""
+        rsm_cfg = cfg.TRAINER.RSM
+        if rsm_cfg.IMAGE_FEATURE not in IMAGE_FEATURES:
+            raise UserError(f"{CONFIG_KEY}.IMAGE_FEATURE must be one of {list(IMAGE_FEATURES)}, "
+                            f"got {rsm_cfg.IMAGE_FEATURE!r}")
+        for key, value, ok, rule in (("WEIGHT", rsm_cfg.WEIGHT, rsm_cfg.WEIGHT >= 0, ">= 0"),
+                                     ("DIM", rsm_cfg.DIM, rsm_cfg.DIM > 0, "> 0"),
+                                     ("HIDDEN", rsm_cfg.HIDDEN, rsm_cfg.HIDDEN >= 0, ">= 0 (0 means DIM)")):
+            if not ok:
+                raise UserError(f"{CONFIG_KEY}.{key} must be {rule}, got {value}")
+        return cls(weight=float(rsm_cfg.WEIGHT), dim=int(rsm_cfg.DIM), hidden=int(rsm_cfg.HIDDEN),
+                   normalize=bool(rsm_cfg.NORMALIZE), image_feature=rsm_cfg.IMAGE_FEATURE, seed=cfg.SEED)
+
+    @property
+    def active(self) -> bool:
+        """Whether the term is added to the loss (omega > 0)."""
+        return self.weight > 0
+
+    def build_module(self, projected_dim: int, backbone_dim: int, text_dim: int) -> RSM:
+        """The projections for the chosen image feature, initialised from a generator seeded with SEED."""
+        image_dim = projected_dim if self.image_feature == "projected" else backbone_dim
+        return RSM(image_dim=image_dim, text_dim=text_dim, dim=self.dim, hidden=self.hidden,
+                   normalize=self.normalize, generator=make_generator(self.seed))
+
+    def describe(self) -> str:
+        """One log line: weight, width, feature and whether the term is on."""
+        state = "on" if self.active else "off (WEIGHT 0: module kept, term skipped)"
+        return f"RSM: weight {self.weight}, dim {self.dim}, image features {self.image_feature} -> {state}"
+
+    def loss(self, module: RSM, backbone_features: torch.Tensor, projected_features: torch.Tensor,
+             text_features: torch.Tensor) -> Optional[Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
+        """``(omega * H(M), {"rsm": omega * H, "H": H, "max_p": max p})`` for one batch, or ``None`` when off.
+
+        The summary holds detached tensors; the trainer turns them into numbers when it logs.
+        """
+        if not self.active:
+            return None
+        image_features = projected_features if self.image_feature == "projected" else backbone_features
+        entropy, max_prob = module.entropy_and_max_prob(image_features, text_features)
+        weighted = self.weight * entropy
+        return weighted, {"rsm": weighted.detach(), "H": entropy.detach(), "max_p": max_prob}
+
+
+def describe_unused_keys(cfg) -> Optional[str]:
+    """A note naming the ``TRAINER.RSM`` keys that differ from their defaults, for a trainer without RSM."""
+    defaults = default_config().TRAINER.RSM
+    changed = [f"{key}={cfg.TRAINER.RSM[key]!r}" for key in sorted(defaults)
+               if key in cfg.TRAINER.RSM and cfg.TRAINER.RSM[key] != defaults[key]]
+    if not changed:
+        return None
+    return (f"Note: {CONFIG_KEY} keys are set ({', '.join(changed)}) but trainer {cfg.TRAINER.NAME} has no RSM "
+            f"term: they have no effect (use a *_RSM trainer, e.g. PromptKD_RSM)")

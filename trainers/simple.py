@@ -7,6 +7,7 @@ Checkpoints use PromptKD's layout (``VLPromptLearner/``), so the same scripts an
 from torch import nn
 
 from dassl.engine import TRAINER_REGISTRY
+from trainers.backbone import NO_PROMPTS
 from trainers.distill import DistillTrainer, load_student_clip
 from trainers.promptkd import DistillStudent
 
@@ -16,6 +17,5 @@ class Simple(DistillTrainer):
     """Frozen, prompt-free CLIP image tower + learnable projector, KD loss only."""
 
     def build_student(self, cfg, teacher_dim: int) -> nn.Module:
-        clip_model = load_student_clip(cfg, {"trainer": "CoOp", "vision_depth": 0, "language_depth": 0,
-                                             "vision_ctx": 0, "language_ctx": 0})
+        clip_model = load_student_clip(cfg, NO_PROMPTS)
         return DistillStudent(clip_model, teacher_dim)

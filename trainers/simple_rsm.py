@@ -1,4 +1,4 @@
-"""Simple + RSM (AME): the Simple host plus ``TRAINER.RSM.WEIGHT * H(M)`` (ame.md)."""
+"""Simple + RSM (AME): the Simple host plus ``TRAINER.RSM.WEIGHT * H(M)`` (trainers/rsm.py)."""
 from dassl.engine import TRAINER_REGISTRY
 from trainers.simple import Simple
 

@@ -1,22 +1,24 @@
 """The distillation teacher: a PromptSRC-trained CLIP loaded from PromptKD's released checkpoints.
 
-Where things come from (all config keys, promptkd.md §4):
+Where things come from (config keys):
 - the teacher checkpoint: ``TRAINER.PROMPTKD.TEACHER_CKPT`` or, when empty, PromptKD's folder layout
-  under ``TRAINER.PROMPTKD.TEACHER_ROOT`` (base2novel ``<root>/<DATASET.NAME>/VLPromptLearner/
-  model-best.pth.tar``, also under the README spellings ``FGVCaircraft`` / ``StandfordCars``; cross
-  ``<root>/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20``). [quirk 3/12 fixed: configurable path,
-  both spellings accepted.]
-- the teacher's CLIP weights (for the token embeddings and as the base the checkpoint is loaded onto):
-  ``TRAINER.PROMPTKD.TEACHER_WEIGHTS`` or, when empty, ``TRAINER.PROMPTKD.TEACHER_NAME`` resolved by
-  ``clip.load_state_dict``. [quirk 2: the misspelt default "ViT/L-14" is read as ViT-L/14.]
+  under ``TRAINER.PROMPTKD.TEACHER_ROOT``: base2novel ``<root>/<DATASET.NAME>/VLPromptLearner/
+  model-best.pth.tar`` (also under the spellings ``FGVCaircraft`` / ``StandfordCars`` of PromptKD's
+  README), cross ``<root>/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20``. PromptKD hard-codes
+  these paths (PromptKD quirks 3 and 12, docs/compatibility.md); here the root is configurable.
+- the teacher's CLIP weights (the token embeddings, and the base the checkpoint is loaded onto):
+  ``TRAINER.PROMPTKD.TEACHER_WEIGHTS`` or, when empty, ``TRAINER.PROMPTKD.TEACHER_NAME`` through
+  ``clip``'s resolver. PromptKD's misspelt default name "ViT/L-14" is read as ViT-L/14 (PromptKD quirk 2).
 
 The prompt design (context tokens and depths of both towers) is read from the checkpoint's prompt
-tensors instead of being hard-coded to 4 + 4 tokens, depth 9 [quirk 3 fixed]; PromptKD's released
-teachers give exactly that design. Missing or unexpected keys are reported [quirk 3 fixed]; a checkpoint
-without its prompt tensors stops with a ``UserError``.
+tensors rather than assumed to be 4 + 4 tokens at depth 9; PromptKD's released teachers have exactly
+that design. Missing or unexpected keys are reported; a checkpoint without its prompt tensors stops
+with a ``UserError``.
 
-The text features of all classes are computed ONCE, right after loading, and cached [quirk 1 fixed];
-only the image tower runs per training batch, and the teacher is not run at test time at all.
+The text features of all classes are computed once, right after loading (PromptKD recomputes them for
+every batch: PromptKD quirk 1); only the image tower runs per training batch, and the teacher does not
+run at test time at all. A :class:`Teacher` remembers which checkpoint and weights it was built from
+(``checkpoint``, ``weights``), so caches keyed by the teacher never resolve them a second time.
 """
 from __future__ import annotations
 
@@ -28,17 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import clip
 from dassl.utils import UserError, load_checkpoint
-from trainers.promptsrc_model import TOKEN_BUFFER_KEYS, PromptedCLIP, ivlp_design_details
+from trainers.backbone import build_clip, load_clip_state_dict
+from trainers.promptsrc_model import CHECKPOINT_MODEL_NAME, TOKEN_BUFFER_KEYS, PromptedCLIP, ivlp_design_details
 
-# PromptKD's README spells two teacher folders differently from DATASET.NAME (promptkd.md §4.5).
+# PromptKD's README spells two teacher folders differently from DATASET.NAME.
 README_FOLDER_SPELLINGS: Dict[str, List[str]] = {
     "FGVCAircraft": ["FGVCaircraft"],
     "StanfordCars": ["StandfordCars"],
 }
-BASE2NOVEL_TEACHER = os.path.join("VLPromptLearner", "model-best.pth.tar")
-CROSS_TEACHER = os.path.join("ImageNet-xd", "VLPromptLearner_large", "model.pth.tar-20")
+BASE2NOVEL_TEACHER = os.path.join(CHECKPOINT_MODEL_NAME, "model-best.pth.tar")
+CROSS_TEACHER = os.path.join("ImageNet-xd", f"{CHECKPOINT_MODEL_NAME}_large", "model.pth.tar-20")
 TEACHER_NAME_FIXES = {"ViT/L-14": "ViT-L/14"}
 ZERO_SHOT_TOWER_PREFIX = "prompt_learner.ZS_image_encoder."
 RELEASED_DESIGN = {"n_ctx_vision": 4, "n_ctx_text": 4, "depth_vision": 9, "depth_text": 9}
@@ -75,30 +77,19 @@ def resolve_teacher_checkpoint(cfg) -> str:
     )
 
 
-def resolve_teacher_weights(cfg, quiet: bool = False) -> str:
+def resolve_teacher_weights(cfg) -> str:
     """The CLIP weights name or file of the teacher backbone (TEACHER_WEIGHTS, else TEACHER_NAME)."""
     kd_cfg = cfg.TRAINER.PROMPTKD
     if kd_cfg.TEACHER_WEIGHTS:
         return kd_cfg.TEACHER_WEIGHTS
     name = kd_cfg.TEACHER_NAME
     if name in TEACHER_NAME_FIXES:
-        if not quiet:
-            print(f'Note: TRAINER.PROMPTKD.TEACHER_NAME "{name}" (PromptKD\'s misspelt default) read as '
-                  f'"{TEACHER_NAME_FIXES[name]}"')
+        print(f'Note: TRAINER.PROMPTKD.TEACHER_NAME "{name}" (PromptKD\'s misspelt default) read as '
+              f'"{TEACHER_NAME_FIXES[name]}"')
         name = TEACHER_NAME_FIXES[name]
     if not name:
         raise UserError("Set TRAINER.PROMPTKD.TEACHER_NAME (e.g. ViT-L/14) or TRAINER.PROMPTKD.TEACHER_WEIGHTS.")
     return name
-
-
-def load_clip_state_dict(name_or_path: str, config_keys: str) -> dict:
-    """``clip.load_state_dict`` with a readable error naming the config keys that chose the weights."""
-    try:
-        return clip.load_state_dict(name_or_path)
-    except UserError:
-        raise
-    except (FileNotFoundError, RuntimeError, KeyError, ValueError, OSError) as error:
-        raise UserError(f"Cannot load CLIP weights {name_or_path!r} (set by {config_keys}): {error}") from error
 
 
 def _deep_prompt_indices(state_dict: dict, prefix: str) -> List[int]:
@@ -171,10 +162,13 @@ class Teacher(nn.Module):
 
     ``text_features`` [n_cls, E] (L2-normalised, float32) is computed at construction, from the loaded
     prompts; ``logits(image)`` runs only the image tower. Always in eval mode, no gradients.
+    ``checkpoint`` and ``weights`` name the teacher checkpoint file and the CLIP weights it was built from.
     """
 
-    def __init__(self, model: PromptedCLIP) -> None:
+    def __init__(self, model: PromptedCLIP, checkpoint: str = "", weights: str = "") -> None:
         super().__init__()
+        self.checkpoint = checkpoint
+        self.weights = weights
         self.model = model
         self.model.requires_grad_(False)
         self.model.eval()
@@ -241,14 +235,10 @@ def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device]
         if design != RELEASED_DESIGN:
             print(f"Note: PromptKD's released teachers use {RELEASED_DESIGN}")
     clip_state = load_clip_state_dict(weights, "TRAINER.PROMPTKD.TEACHER_WEIGHTS / TEACHER_NAME")
-    try:
-        clip_model = clip.build_model(
-            clip_state,
-            ivlp_design_details(design["n_ctx_vision"], design["n_ctx_text"], design["depth_vision"],
-                                design["depth_text"]),
-        )
-    except ValueError as error:
-        raise UserError(f"Teacher checkpoint {ckpt_path} does not fit the CLIP weights {weights!r}: {error}") from error
+    design_details = ivlp_design_details(design["n_ctx_vision"], design["n_ctx_text"], design["depth_vision"],
+                                         design["depth_text"])
+    clip_model = build_clip(clip_state, design_details, f"{weights} (for the teacher checkpoint {ckpt_path})")
+    del clip_state
     model = PromptedCLIP(
         classnames,
         clip_model,
@@ -260,7 +250,7 @@ def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device]
     load_teacher_weights(model, state_dict, ckpt_path)
     if device is not None:
         model.to(device)
-    teacher = Teacher(model)
+    teacher = Teacher(model, checkpoint=ckpt_path, weights=weights)
     if verbose:
         print(f"Teacher text features cached once for {teacher.num_classes} classes "
               f"(dim {teacher.text_features.shape[1]})")

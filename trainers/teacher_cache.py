@@ -1,4 +1,4 @@
-"""Opt-in cache of the frozen teacher's per-image output (``TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS``).
+"""Opt-in cache of the frozen teacher's per-image features (``TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES``).
 
 Why: the teacher's image tower is frozen and, with a deterministic training transform, sees exactly the
 same tensor for a given image in every epoch, yet it is the most expensive part of a distillation step.
@@ -11,12 +11,11 @@ logits themselves. The logits are then ``Teacher.logits_from_features(features)`
 differ can share the features.
 
 Exactness needs a deterministic training transform: a random op in ``INPUT.TRANSFORMS`` is refused with
-a ``UserError`` (see :func:`check_deterministic_transforms`). Images are assumed not to change on disk
-while the process lives.
+a ``UserError`` naming it. Images are assumed not to change on disk while the process lives.
 
-The store is module-level, keyed by everything that determines the teacher's image features (teacher
-checkpoint and CLIP weights files by path, size and mtime; dataset name and root; the INPUT keys of
-the transform; precision; device). At most ``MAX_STORES`` keys are kept (least recently used dropped).
+The store is module-level, keyed by everything that determines the teacher's image features (the
+teacher's checkpoint and CLIP weights files, as the teacher records them, by path, size and mtime;
+dataset name and root; the INPUT keys of the transform; precision; device). At most ``MAX_STORES`` keys are kept (least recently used dropped).
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ import torch
 from dassl.data.image_cache import INPUT_KEYS, file_identity
 from dassl.utils import UserError
 
-CONFIG_KEY = "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS"
+CONFIG_KEY = "TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES"
 # Training-transform choices that map an image to the same tensor every time; any other is random.
 DETERMINISTIC_TRANSFORMS = ("normalize", "instance_norm", "center_crop")
 MAX_STORES = 2
@@ -59,10 +58,10 @@ def _identity(name_or_path: str) -> Tuple:
     return file_identity(name_or_path) or (name_or_path,)
 
 
-def cache_key(cfg, checkpoint: str, weights: str, device: torch.device) -> tuple:
-    """Everything that determines the teacher's features of a training image, as a hashable tuple."""
+def cache_key(cfg, teacher, device: torch.device) -> tuple:
+    """Everything that determines ``teacher``'s features of a training image, as a hashable tuple."""
     inputs = tuple((k, str(cfg.INPUT[k])) for k in INPUT_KEYS)
-    return (_identity(checkpoint), _identity(weights), cfg.DATASET.NAME,
+    return (_identity(teacher.checkpoint), _identity(teacher.weights), cfg.DATASET.NAME,
             os.path.abspath(cfg.DATASET.ROOT), inputs, cfg.TRAINER.PROMPTKD.PREC, str(device))
 
 

@@ -1,17 +1,19 @@
-"""ZeroshotCLIP: CLIP without any training, one hand-written template per dataset (promptkd.md §16).
+"""ZeroshotCLIP: CLIP without any training, one hand-written template per dataset.
 
 Each class becomes ``CUSTOM_TEMPLATES[DATASET.NAME].format(class name with spaces)``; the text features
 are encoded once and L2-normalised; logits = ``exp(logit_scale) * norm(image features) @ text.T``.
 Run with ``--eval-only`` (``scripts/zeroshot.sh``). Registers no model and no optimiser.
 
 Besides the evaluator's log block, ``test()`` writes ``<OUTPUT_DIR>/zeroshot.json`` (trainer, dataset,
-class subset, split, accuracy, config hash), which ``scripts/zeroshot.sh`` turns into a results.json.
-Precision: float32 weights; ``TRAINER.COOP.PREC`` fp16 / bf16 / amp means autocast on CUDA (the
-original casts the model to fp16 instead).
+class subset, split, accuracy, config hash) atomically; ``trainers.results.write_zeroshot_results``
+combines the parts of a base/new evaluation into a results.json.
+
+Precision: zero-shot runs use CoOp's configs (``configs/trainers/CoOp/*.yaml``, as CoOp's own zero-shot
+script does), so the precision key is CoOp's ``TRAINER.COOP.PREC``: fp16 / bf16 / amp mean autocast on
+CUDA over float32 weights (CoOp casts the model to fp16 instead).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
@@ -20,12 +22,13 @@ import torch.nn.functional as F
 
 import clip
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.utils import UserError
+from dassl.utils import UserError, write_json
 from datasets.templates import get_template
-from trainers.results import config_hash
-from trainers.teacher import load_clip_state_dict
+from trainers.backbone import NO_PROMPTS, check_input_size, load_backbone
+from trainers.config import read_precision
+from trainers.results import ZEROSHOT_PART_FILENAME, config_hash
 
-RESULT_FILE = "zeroshot.json"
+PRECISION_KEY = "TRAINER.COOP.PREC"
 
 
 @TRAINER_REGISTRY.register()
@@ -35,14 +38,9 @@ class ZeroshotCLIP(TrainerX):
     def build_model(self) -> None:
         cfg = self.cfg
         classnames = self.dm.dataset.classnames
-        weights = cfg.MODEL.BACKBONE.WEIGHTS or cfg.MODEL.BACKBONE.NAME
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, weights: {weights})")
-        clip_model = clip.build_model(load_clip_state_dict(weights, "MODEL.BACKBONE.WEIGHTS / MODEL.BACKBONE.NAME"))
+        clip_model = load_backbone(cfg, NO_PROMPTS)
         clip_model.requires_grad_(False).eval().to(self.device)
-        resolution = clip_model.visual.input_resolution
-        if cfg.INPUT.SIZE[0] != resolution:
-            raise UserError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the CLIP input resolution "
-                            f"{resolution} of {weights!r}; set INPUT.SIZE ({resolution}, {resolution})")
+        check_input_size(cfg, clip_model.visual, "backbone")
 
         template = get_template(cfg.DATASET.NAME)
         prompts = [template.format(name.replace("_", " ")) for name in classnames]
@@ -52,8 +50,7 @@ class ZeroshotCLIP(TrainerX):
             text_features = clip_model.encode_text(tokens.to(self.device)).float()
         self.text_features = F.normalize(text_features, dim=-1)
         self.clip_model = clip_model
-        prec = cfg.TRAINER.COOP.PREC
-        self.set_precision(prec if prec in ("fp16", "bf16", "amp") else "fp32")
+        self.set_precision(read_precision(cfg, PRECISION_KEY))
 
     @torch.no_grad()
     def model_inference(self, image: torch.Tensor) -> torch.Tensor:
@@ -77,8 +74,5 @@ class ZeroshotCLIP(TrainerX):
             "accuracy": float(accuracy), "config_hash": config_hash(cfg),
         }
         os.makedirs(self.output_dir, exist_ok=True)
-        path = os.path.join(self.output_dir, RESULT_FILE)
-        with open(path, "w", encoding="utf-8") as stream:
-            json.dump(record, stream, indent=2)
-            stream.write("\n")
+        write_json(record, os.path.join(self.output_dir, ZEROSHOT_PART_FILENAME))
         return accuracy

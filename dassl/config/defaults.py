@@ -1,8 +1,8 @@
-"""The default configuration tree: Dassl 0.6.3's keys plus the prompt-learning extension keys.
+"""The engine's default configuration tree: Dassl 0.6.3's keys and the data keys the readers share.
 
-Every key a CoOp / CoCoOp / MaPLe / IVLP / PromptSRC / PromptKD YAML or command line may set must
-exist here (or be added by ``trainers.extend_cfg``) before any merge, because merging rejects
-unknown keys. Types matter: a float default only accepts floats (write ``1000.0``, not ``1000``).
+Method keys (``TRAINER.<METHOD>.*``, ``TRAINER.MODAL``, ``MODEL.BACKBONE.WEIGHTS``) are not defined
+here: the method package adds them (``trainers.config.extend_cfg``) before any merge, because merging
+rejects unknown keys. Types matter: a float default only accepts floats (write ``1000.0``, not ``1000``).
 """
 from yacs.config import CfgNode as CN
 
@@ -56,8 +56,10 @@ _C.DATASET.STL10_FOLD = -1
 _C.DATASET.CIFAR_C_TYPE = ""
 _C.DATASET.CIFAR_C_LEVEL = 1
 _C.DATASET.ALL_AS_UNLABELED = False
-# Prompt-learning extension (not a Dassl key): "all" | "base" | "new".
+# CoOp's extension, read by the dataset readers: "all" | "base" | "new" classes.
 _C.DATASET.SUBSAMPLE_CLASSES = "all"
+# Where the few-shot sample files go; "" = the dataset folder when writable, else a user cache folder.
+_C.DATASET.FEWSHOT_CACHE_DIR = ""
 
 ###########################
 # Dataloader
@@ -147,62 +149,8 @@ _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
 ###########################
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
-# Distillation protocol read by distilling trainers: "base2novel" | "cross".
-_C.TRAINER.MODAL = "base2novel"
-
-_C.TRAINER.COOP = CN()
-_C.TRAINER.COOP.N_CTX = 16
-_C.TRAINER.COOP.CSC = False
-_C.TRAINER.COOP.CTX_INIT = ""
-_C.TRAINER.COOP.PREC = "fp16"
-_C.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end | middle | front
-
-_C.TRAINER.COCOOP = CN()
-_C.TRAINER.COCOOP.N_CTX = 16
-_C.TRAINER.COCOOP.CTX_INIT = ""
-_C.TRAINER.COCOOP.PREC = "fp16"
-
-_C.TRAINER.MAPLE = CN()
-_C.TRAINER.MAPLE.N_CTX = 2
-_C.TRAINER.MAPLE.CTX_INIT = "a photo of a"
-_C.TRAINER.MAPLE.PREC = "fp16"
-_C.TRAINER.MAPLE.PROMPT_DEPTH = 9
-
-_C.TRAINER.IVLP = CN()
-_C.TRAINER.IVLP.N_CTX_VISION = 2
-_C.TRAINER.IVLP.N_CTX_TEXT = 2
-_C.TRAINER.IVLP.CTX_INIT = "a photo of a"
-_C.TRAINER.IVLP.PREC = "fp16"
-_C.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9
-_C.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9
-
-_C.TRAINER.PROMPTSRC = CN()
-_C.TRAINER.PROMPTSRC.N_CTX_VISION = 4
-_C.TRAINER.PROMPTSRC.N_CTX_TEXT = 4
-_C.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
-_C.TRAINER.PROMPTSRC.PREC = "fp16"
-_C.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9
-_C.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9
-# Written as ints upstream, so YAMLs must also write them as ints (they do).
-_C.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25
-_C.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10
-_C.TRAINER.PROMPTSRC.GPA_MEAN = 15
-_C.TRAINER.PROMPTSRC.GPA_STD = 1
-
-_C.TRAINER.PROMPTKD = CN()
-_C.TRAINER.PROMPTKD.N_CTX_VISION = 4
-_C.TRAINER.PROMPTKD.N_CTX_TEXT = 4
-_C.TRAINER.PROMPTKD.CTX_INIT = "a photo of a"
-_C.TRAINER.PROMPTKD.PREC = "fp16"  # fp16 | fp32 | amp (| bf16 in this project)
-_C.TRAINER.PROMPTKD.PROMPT_DEPTH_VISION = 9
-_C.TRAINER.PROMPTKD.PROMPT_DEPTH_TEXT = 9
-_C.TRAINER.PROMPTKD.PROJECT_LAYER = 2  # unused upstream; kept so YAMLs merge
-_C.TRAINER.PROMPTKD.CE_WEIGHT = 0.0  # unused upstream; kept so YAMLs merge
-_C.TRAINER.PROMPTKD.KD_WEIGHT = 1.0
-_C.TRAINER.PROMPTKD.TEMPERATURE = 1.0
-# [quirk] upstream's default "ViT/L-14" is not a valid model name; we default to the valid
-# "ViT-L/14" that every PromptKD YAML sets anyway.
-_C.TRAINER.PROMPTKD.TEACHER_NAME = "ViT-L/14"
+# Each method's own namespace (TRAINER.<METHOD>.*) is added by the method package
+# (trainers.config.extend_cfg): the engine knows no method.
 
 
 def get_cfg_default() -> CN:

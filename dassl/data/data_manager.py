@@ -1,4 +1,4 @@
-"""`DataManager`, `build_data_loader` and `DatasetWrapper` (engine.md §5)."""
+"""`DataManager`, `build_data_loader` and `DatasetWrapper`: Dassl's data loading, same names and batch keys."""
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence

@@ -6,11 +6,11 @@ workers) opens, decodes, resizes and normalises it again. For small images that 
 run. With the key on, `DatasetWrapper` transforms each image once and later accesses, also those of
 other `DataManager` instances in the same process, take the stored tensor (a copy of it).
 
-Exactness: a transform is cached only when every op in it is known to be deterministic
-(`DETERMINISTIC_OPS`); a random op is refused with a ``UserError`` (see :func:`check_cacheable`), as
-are the multi-view variants (``DATALOADER.K_TRANSFORMS`` > 1, ``DATALOADER.RETURN_IMG0``, a list of
-transforms), which this cache does not cover. The key of an image is (transform description, absolute
-path, file size, mtime): a file rewritten on disk is read again.
+Exactness: a transform is cached only when every op in it is known to be deterministic (the one
+list of those is `dassl.data.transforms.DETERMINISTIC_OPS`); a random op is refused with a ``UserError``
+(see :func:`check_cacheable`), as are the multi-view variants (``DATALOADER.K_TRANSFORMS`` > 1,
+``DATALOADER.RETURN_IMG0``, a list of transforms), which this cache does not cover. The key of an image
+is (transform description, absolute path, file size, mtime): a file rewritten on disk is read again.
 
 Bound: the store holds at most `MAX_BYTES` of tensors (1 GiB by default); beyond that the least recently
 used images are dropped, and a one-line notice says so (once per process until :func:`clear`).
@@ -20,21 +20,16 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Callable, Hashable, List, Optional, Tuple
+from typing import Callable, Hashable, Optional, Tuple
 
 import torch
-from torchvision.transforms import (CenterCrop, Compose, ConvertImageDtype, Grayscale, Normalize,
-                                    PILToTensor, Resize, ToTensor)
 
 from dassl.utils.tools import UserError
 
-from .transforms.transforms import InstanceNormalization
+from .transforms.determinism import require_deterministic_transforms
 
 CONFIG_KEY = "DATALOADER.CACHE_IMAGES"
 MAX_BYTES = 1 << 30  # default byte budget of the process-level store
-# Transform ops that map an image to the same output every time; any other op counts as random.
-DETERMINISTIC_OPS = (Resize, CenterCrop, ToTensor, PILToTensor, ConvertImageDtype, Normalize, Grayscale,
-                     InstanceNormalization)
 # INPUT keys that shape a transform's output (added to its repr in the key, belt and braces).
 INPUT_KEYS = ("SIZE", "INTERPOLATION", "PIXEL_MEAN", "PIXEL_STD", "TRANSFORMS", "NO_TRANSFORM")
 
@@ -108,18 +103,6 @@ def format_bytes(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def transform_ops(transform) -> List[object]:
-    """The leaf ops of ``transform``, nested `Compose` objects flattened."""
-    if isinstance(transform, Compose):
-        return [op for step in transform.transforms for op in transform_ops(step)]
-    return [transform]
-
-
-def random_ops(transform) -> List[str]:
-    """Class names of the ops of ``transform`` that are not known to be deterministic."""
-    return [type(op).__name__ for op in transform_ops(transform) if not isinstance(op, DETERMINISTIC_OPS)]
-
-
 def describe(cfg, transform) -> str:
     """A text that changes whenever the transform's output may change: its repr and the INPUT keys."""
     inputs = ", ".join(f"{k}={cfg.INPUT[k]!r}" for k in INPUT_KEYS)
@@ -139,12 +122,7 @@ def check_cacheable(cfg, transform, is_train: bool) -> None:
     if isinstance(transform, (list, tuple)):
         raise UserError(f"{CONFIG_KEY} True caches one view per image, but the {loader} loader has a list of "
                         f"{len(transform)} transforms: use a single transform {fix}.")
-    found = random_ops(transform)
-    if found:
-        raise UserError(
-            f"{CONFIG_KEY} True needs a deterministic {loader} transform, but it has random ops {found} "
-            f"(INPUT.TRANSFORMS {list(cfg.INPUT.TRANSFORMS)}). Set INPUT.TRANSFORMS to deterministic ones "
-            f"only (e.g. ['normalize']; 'center_crop' and 'instance_norm' are deterministic too) {fix}.")
+    require_deterministic_transforms(cfg, CONFIG_KEY, transform=transform, loader=loader)
 
 
 def file_identity(path: str) -> Optional[Tuple[str, int, int]]:

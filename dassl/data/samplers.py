@@ -1,4 +1,4 @@
-"""`build_sampler`: the two samplers these codebases use (engine.md §5.2)."""
+"""`build_sampler`: the two samplers the CoOp-family codebases use (Dassl's names)."""
 from __future__ import annotations
 
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler

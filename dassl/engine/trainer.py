@@ -1,20 +1,28 @@
 """Trainer classes: `TrainerBase` (model registry, loop, checkpoints), `SimpleTrainer` (data, device,
 precision, evaluation) and `TrainerX` (the labelled-data epoch loop every prompt trainer uses).
 
-Names, hooks, printed lines and checkpoint files follow Dassl (engine.md §7-§9).
+Names, hooks, printed lines and checkpoint files follow Dassl.
 
-Resuming (our addition, documented in the report and README):
-- after every epoch except the last, each registered model also gets ``<OUTPUT_DIR>/<name>/model-last.pth.tar``
-  (rewritten atomically) with the Dassl keys plus ``rng_state`` (torch / CUDA / Python / NumPy random
-  states as plain data), ``best_result`` and ``precision`` (gradient-scaler state). PromptKD saves only
-  the last epoch and the best model, so without this file a killed run could not continue exactly.
-- `resume_model_if_exist` prefers ``model-last.pth.tar``; otherwise it falls back to the file named in
-  Dassl's ``checkpoint`` text file (original outputs), which restores weights/optimizer/scheduler only.
-- after the final epoch ``model.pth.tar-<E>`` holds everything still needed, so ``model-last.pth.tar``
-  is removed to save disk space.
-- [quirk] Dassl auto-resumes whenever ``OUTPUT_DIR/<name>/`` holds a checkpoint. We keep that (old
-  command lines rely on it) but log it on one clear line; ``RESUME`` names another folder to resume
-  from, and a ``RESUME`` folder without a checkpoint is an error instead of a silent fresh start.
+The epoch loop: ``before_epoch`` -> ``run_epoch`` -> finite check -> ``after_epoch`` (evaluation only)
+-> ``save_epoch_checkpoints`` (every file of the epoch, written after all of the epoch's state is final).
+
+Checkpoints and resuming (our additions; README "Checkpoints, resuming, precision"):
+- every checkpoint file holds Dassl's keys (``state_dict, epoch, optimizer, scheduler, val_result``) plus
+  everything an exact resume needs: ``rng_state`` (torch / CUDA / Python / NumPy random states as plain
+  data), ``best_result``, ``precision`` (gradient-scaler state), ``run_state`` (the trainer's own
+  state, `TrainerBase.run_state`), and the configuration identity (``config_hash``, ``config_items``).
+  So whichever file a stopped run left last, resuming from it continues exactly;
+- after every epoch except the last, ``<OUTPUT_DIR>/<name>/model-last.pth.tar`` is rewritten
+  atomically; `resume_model_if_exist` prefers it, else the file named in Dassl's ``checkpoint`` text
+  file (for original Dassl/PromptKD outputs this restores weights/optimizer/scheduler only). After the
+  final epoch ``model.pth.tar-<E>`` holds the full state and ``model-last.pth.tar`` is removed;
+- resuming from a checkpoint of another configuration (other hash) is refused with the differing keys;
+  files without an identity (original Dassl/PromptKD outputs) load with a note;
+- Dassl auto-resumes whenever ``OUTPUT_DIR/<name>/`` holds a checkpoint. We keep that (old command
+  lines rely on it) but say so on one line; ``RESUME`` names another folder to resume from, and a
+  ``RESUME`` folder without a checkpoint is an error instead of a silent fresh start;
+- a NaN / inf loss or trainable weight stops training before the bad epoch is evaluated or saved
+  (`dassl.engine.finite_guard`), so the last checkpoint on disk stays good and resumable.
 """
 from __future__ import annotations
 
@@ -30,13 +38,16 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from dassl.config.identity import config_hash, config_items, describe_differences
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import AverageMeter, MetricMeter, UserError, mkdir_if_missing
+from dassl.utils.tools import remove_stale_temporary_files
 from dassl.utils.torchtools import (CheckpointNotFoundError, atomic_copy, get_rng_state, load_checkpoint,
-                                    read_checkpoint_pointer, restore_from_state, save_checkpoint,
-                                    set_rng_state)
+                                    load_state_dict_checked, read_checkpoint_pointer, restore_from_state,
+                                    save_checkpoint, set_rng_state)
 
+from .finite_guard import LOSS_NAME, FiniteGuard, NonFiniteError, NonFiniteFinding
 from .precision import Precision, select_device
 
 RESUME_FILE_NAME = "model-last.pth.tar"
@@ -44,6 +55,17 @@ BEST_FILE_NAME = "model-best.pth.tar"
 FINAL_MODEL_CHOICES = ("last_step", "best_val")
 
 Names = Optional[Union[str, Sequence[str]]]
+
+
+class ConfigMismatchError(UserError):
+    """A checkpoint to resume from was written by another configuration (other config hash)."""
+
+
+def check_max_epoch(cfg) -> None:
+    """Training needs at least one epoch: ``OPTIM.MAX_EPOCH <= 0`` is refused before anything is built."""
+    if cfg.OPTIM.MAX_EPOCH <= 0:
+        raise UserError(f"OPTIM.MAX_EPOCH must be at least 1 to train, got {cfg.OPTIM.MAX_EPOCH} "
+                        "(to evaluate without training use --eval-only)")
 
 
 class _NullWriter:
@@ -70,6 +92,9 @@ class TrainerBase:
         self._scheds: "OrderedDict[str, Any]" = OrderedDict()
         self._writer = None
         self._precision = Precision("fp32", "cpu")
+        self._finite_guard = FiniteGuard("cpu")
+        self._config_identity: Optional[Dict[str, Any]] = None
+        self.training_started = False  # set once before_train succeeded (a failure before is a failed start)
 
     # ------------------------------------------------------------------ models
     def register_model(self, name: str = "model", model: Optional[nn.Module] = None,
@@ -120,8 +145,10 @@ class TrainerBase:
         return self._precision
 
     def detect_anomaly(self, loss: torch.Tensor) -> None:
+        """Raise `NonFiniteError` now if `loss` is NaN / inf (a host sync; the engine itself uses the guard)."""
         if not torch.isfinite(loss).all():
-            raise FloatingPointError("Loss is infinite or NaN!")
+            raise NonFiniteError(self._describe_divergence(NonFiniteFinding(
+                getattr(self, "epoch", 0), getattr(self, "batch_idx", 0), LOSS_NAME, float(loss.detach().float().sum()))))
 
     def model_zero_grad(self, names: Names = None) -> None:
         for name in self.get_model_names(names):
@@ -129,20 +156,80 @@ class TrainerBase:
                 self._optims[name].zero_grad()
 
     def model_backward(self, loss: torch.Tensor) -> None:
-        self.detect_anomaly(loss)
+        """(Scaled) backward; the loss is checked for NaN / inf with the weights after the step."""
+        self._finite_guard.note_loss(loss)
         self._precision.backward(loss)
 
     def model_update(self, names: Names = None) -> None:
+        """(Scaled) optimiser step of the given or all models, then the non-finite check of the step."""
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
                 self._precision.step(self._optims[name])
         self._precision.update()
+        finding = self._finite_guard.after_step(self.named_trainable_parameters(),
+                                                getattr(self, "epoch", 0), getattr(self, "batch_idx", 0))
+        if finding is not None:
+            raise NonFiniteError(self._describe_divergence(finding))
 
     def model_backward_and_update(self, loss: torch.Tensor, names: Names = None) -> None:
         """zero_grad -> (scaled) backward -> (scaled) optimiser step, for the given or all models."""
         self.model_zero_grad(names)
         self.model_backward(loss)
         self.model_update(names)
+
+    # ------------------------------------------------------------------ non-finite values
+    def named_trainable_parameters(self) -> List[Tuple[str, torch.Tensor]]:
+        """``(<model name>.<parameter name>, tensor)`` of every parameter an optimiser updates."""
+        named = []
+        for name in self.get_model_names():
+            if self._optims[name] is None or self._models[name] is None:
+                continue
+            named.extend((f"{name}.{pname}", p) for pname, p in self._models[name].named_parameters()
+                         if p.requires_grad)
+        return named
+
+    def has_trainable_weights(self) -> bool:
+        """Whether any registered model has parameters that training would change."""
+        return any(True for _ in self.named_trainable_parameters())
+
+    def check_finite(self, scan_weights: bool = True) -> None:
+        """Read the guard's verdict (and with `scan_weights` check the trainable weights once more now);
+        raise `NonFiniteError` if anything was NaN / inf.
+
+        Called at the end of every epoch before evaluation and saving (and, without the scan, at the
+        progress lines), so weights with NaN / inf are never evaluated, saved or reported.
+        """
+        finding = self._finite_guard.poll()
+        if finding is None and scan_weights:
+            self._finite_guard.record(self.named_trainable_parameters(), getattr(self, "epoch", 0),
+                                      getattr(self, "batch_idx", 0))
+            finding = self._finite_guard.poll()
+        if finding is not None:
+            raise NonFiniteError(self._describe_divergence(finding))
+
+    def _describe_divergence(self, finding: NonFiniteFinding) -> str:
+        """The one-line report of a non-finite value: where, which tensor, what was kept, what to do."""
+        max_epoch = getattr(self, "max_epoch", None)
+        num_batches = getattr(self, "num_batches", None)
+        epoch = f"{finding.epoch + 1}" + (f"/{max_epoch}" if max_epoch else "")
+        step = f"{finding.batch + 1}" + (f"/{num_batches}" if num_batches else "")
+        if finding.tensor == LOSS_NAME:
+            what = f"the loss is {finding.describe_value()}"
+        else:
+            what = f"parameter {finding.tensor} holds {finding.describe_value()} values after the optimiser step"
+        return (f"Training diverged at epoch {epoch}, step {step}: {what}. Nothing of this epoch was "
+                f"evaluated or saved; {self._last_good_checkpoint()}. Lower OPTIM.LR (or check the data and "
+                "the loss weights) and train into a new --output-dir")
+
+    def _last_good_checkpoint(self) -> str:
+        output_dir = getattr(self, "output_dir", None)
+        for name in self.get_model_names() if output_dir else ():
+            folder = osp.join(output_dir, name)
+            for candidate in (osp.join(folder, RESUME_FILE_NAME),
+                              read_checkpoint_pointer(folder) if osp.isfile(osp.join(folder, "checkpoint")) else None):
+                if candidate and osp.isfile(candidate):
+                    return f"the last good checkpoint, {candidate}, is kept (the same command resumes from it)"
+        return "no checkpoint had been written yet"
 
     # ------------------------------------------------------------------ tensorboard
     def init_writer(self, log_dir: str) -> None:
@@ -171,11 +258,13 @@ class TrainerBase:
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
         self.before_train()  # may move start_epoch (resume)
+        self.training_started = True
         for self.epoch in range(self.start_epoch, self.max_epoch):
             self.before_epoch()
             self.run_epoch()
+            self.check_finite()  # before anything evaluates or saves this epoch's weights
             self.after_epoch()
-            self.save_resume_point()
+            self.save_epoch_checkpoints()
         self.after_train()
 
     def before_train(self) -> None:
@@ -190,8 +279,22 @@ class TrainerBase:
     def after_epoch(self) -> None:
         pass
 
+    def save_epoch_checkpoints(self) -> None:
+        """Write this epoch's files, after ``after_epoch`` (so they hold its final state); then the resume point."""
+        self.save_resume_point()
+
     def save_resume_point(self) -> None:
         """Persist what an exact resume after this epoch needs (no-op here)."""
+
+    def run_state(self) -> Dict[str, Any]:
+        """Trainer-specific state an exact resume needs (plain data / tensors; stored in every checkpoint).
+
+        Override together with `load_run_state`, e.g. a per-epoch evaluation record. Default: nothing.
+        """
+        return {}
+
+    def load_run_state(self, state: Dict[str, Any]) -> None:
+        """Restore what `run_state` returned, when resuming (default: nothing to restore)."""
 
     def run_epoch(self) -> None:
         raise NotImplementedError
@@ -212,6 +315,30 @@ class TrainerBase:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ checkpoints
+    def config_identity(self) -> Optional[Dict[str, Any]]:
+        """``{"hash", "items"}`` of this trainer's config (None for a trainer without ``cfg``)."""
+        cfg = getattr(self, "cfg", None)
+        if cfg is None:
+            return None
+        if self._config_identity is None:
+            self._config_identity = {"hash": config_hash(cfg), "items": config_items(cfg)}
+        return self._config_identity
+
+    def _resume_state(self) -> Dict[str, Any]:
+        """The trainer-wide part of every checkpoint: random states, best result, precision, run state,
+        configuration identity (all plain data, so files load with ``weights_only=True``)."""
+        state: Dict[str, Any] = {
+            "rng_state": get_rng_state(),
+            "best_result": float(getattr(self, "best_result", -np.inf)),
+            "precision": self._precision.state_dict(),
+            "run_state": self.run_state(),
+        }
+        identity = self.config_identity()
+        if identity is not None:
+            state["config_hash"] = identity["hash"]
+            state["config_items"] = dict(identity["items"])
+        return state
+
     def _checkpoint_state(self, name: str, epoch: int, val_result: Optional[float]) -> Dict[str, Any]:
         optim, sched = self._optims[name], self._scheds[name]
         return {
@@ -220,21 +347,61 @@ class TrainerBase:
             "optimizer": optim.state_dict() if optim is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
             "val_result": val_result,
+            **self._resume_state(),
         }
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False,
                    val_result: Optional[float] = None, model_name: str = "") -> None:
-        """Save every registered model to ``directory/<name>/`` (Dassl file names and keys)."""
+        """Save every registered model to ``directory/<name>/`` (Dassl file names and keys + resume state)."""
         for name in self.get_model_names():
             save_checkpoint(self._checkpoint_state(name, epoch, val_result), osp.join(directory, name),
                             is_best=is_best, model_name=model_name)
+
+    def _identity_differences(self, checkpoint: Dict[str, Any]) -> Optional[str]:
+        """None when `checkpoint` has this config's identity (or none at all), else the differing keys."""
+        identity = self.config_identity()
+        saved_hash = checkpoint.get("config_hash") if isinstance(checkpoint, dict) else None
+        if identity is None or saved_hash is None or saved_hash == identity["hash"]:
+            return None
+        saved_items = checkpoint.get("config_items") or {}
+        if not saved_items:
+            return f"config hash {saved_hash} there, {identity['hash']} now"
+        return describe_differences(saved_items, identity["items"]) or \
+            f"config hash {saved_hash} there, {identity['hash']} now"
+
+    def _mismatch_hint(self, checkpoint: Dict[str, Any]) -> str:
+        """What to say when a checkpoint does not fit the model: its differing keys when it records them."""
+        differences = self._identity_differences(checkpoint)
+        if differences:
+            return (f"it was trained with another configuration ({differences}): use that configuration, "
+                    "or another --model-dir / output folder")
+        return ""
+
+    def _check_resume_identity(self, checkpoint: Dict[str, Any], path: str, directory: str,
+                               required: bool) -> None:
+        """Refuse to continue a run of another configuration; a file without identity gets a note."""
+        if isinstance(checkpoint, dict) and checkpoint.get("config_hash") is None and self.config_identity():
+            print(f'Note: "{path}" records no configuration (written by Dassl/PromptKD or an older version), '
+                  "so it cannot be checked against this run's configuration")
+            return
+        differences = self._identity_differences(checkpoint)
+        if differences is None:
+            return
+        if required:
+            fix = "resume with the configuration of that run, or leave out --resume / RESUME to start afresh"
+        else:
+            fix = (f"to keep both runs give this one a new --output-dir (the protocol scripts: RUN_TAG=...), "
+                   f'or delete "{directory}" to start it over')
+        raise ConfigMismatchError(f'"{path}" belongs to a run of another configuration (differs in {differences}); '
+                                  f"resuming it would mix two configurations: {fix}")
 
     def resume_model_if_exist(self, directory: str, required: bool = False) -> int:
         """Restore all registered models from ``directory`` if it holds their checkpoints.
 
         Returns the number of completed epochs (the start epoch), or 0 when nothing is found;
-        with `required` a missing checkpoint is an error. Prefers ``model-last.pth.tar`` (exact
-        resume incl. random states), else the file named in Dassl's ``checkpoint`` file.
+        with `required` a missing checkpoint is an error. Prefers ``model-last.pth.tar``, else the file
+        named in Dassl's ``checkpoint`` file; either holds the full resume state when this engine wrote
+        it. A checkpoint of another configuration is refused (`ConfigMismatchError`).
         """
         names = self.get_model_names()
         sources = {}
@@ -258,15 +425,18 @@ class TrainerBase:
         files = sorted({osp.basename(path) for path in sources.values()})
         print(f"Found checkpoint at {directory} (will resume training from {', '.join(files)}; {why})")
 
-        start_epoch = 0
-        extra: Dict[str, Any] = {}
+        checkpoints = {}
         for name in names:
             print(f'Loading checkpoint from "{sources[name]}"')
-            checkpoint = load_checkpoint(sources[name])
+            checkpoints[name] = load_checkpoint(sources[name])
+            self._check_resume_identity(checkpoints[name], sources[name], directory, required)
+        start_epoch = 0
+        for name in names:
+            checkpoint = checkpoints[name]
             start_epoch = restore_from_state(checkpoint, self._models[name], self._optims[name],
-                                             self._scheds[name])
-            extra = checkpoint
-        self._restore_run_state(extra)
+                                             self._scheds[name], source=sources[name],
+                                             hint=self._mismatch_hint(checkpoint))
+        self._restore_run_state(checkpoints[names[-1]])
         self._copy_best_models(directory)
         return start_epoch
 
@@ -287,7 +457,7 @@ class TrainerBase:
                 print(f"Copied {source} to {target}")
 
     def _restore_run_state(self, checkpoint: Dict[str, Any]) -> None:
-        """Restore trainer-wide state (random states, best result, loss scale) saved in model-last."""
+        """Restore trainer-wide state (random states, best result, loss scale, run state) of a checkpoint."""
         if checkpoint.get("rng_state") is None:
             print("Note: this checkpoint holds no random-number state, so the resumed run will not be "
                   "bit-identical to an uninterrupted one")
@@ -296,6 +466,8 @@ class TrainerBase:
         if checkpoint.get("best_result") is not None:
             self.best_result = checkpoint["best_result"]
         self._precision.load_state_dict(checkpoint.get("precision"))
+        if checkpoint.get("run_state") is not None:
+            self.load_run_state(checkpoint["run_state"])
         print("Restored random-number states" + (
             f" and best val result {self.best_result:.1f}" if np.isfinite(getattr(self, "best_result", np.nan))
             else ""))
@@ -306,7 +478,9 @@ class TrainerBase:
         With no ``CHECKPOINT_IGNORED_KEYS`` this is Dassl's load: strict, one ``Load ...`` line per model.
         Otherwise it is the prompt trainers' load (PromptSRC / PromptKD): the ignored keys are dropped,
         the rest is loaded non-strictly, and missing / unexpected keys (other than the ignored ones) are
-        reported on ``WARNING`` lines instead of being silently ignored.
+        reported on ``WARNING`` lines instead of being silently ignored. Either way a checkpoint of
+        another shape is one clear error (`CheckpointMismatchError`), and a checkpoint trained with
+        another configuration is loaded with a note naming the differing keys.
         Returns ``{model name: {"epoch": ..., "val_result": ...}}`` for the checkpoints loaded (empty when
         ``directory`` is empty).
         """
@@ -324,23 +498,29 @@ class TrainerBase:
             checkpoint = load_checkpoint(path)
             state_dict = checkpoint.get("state_dict", checkpoint)
             info = {"epoch": checkpoint.get("epoch"), "val_result": checkpoint.get("val_result")}
+            hint = self._mismatch_hint(checkpoint)
+            differences = self._identity_differences(checkpoint)
+            if differences:
+                print(f'Note: "{path}" was trained with another configuration (differs in {differences}); '
+                      "it is evaluated with this run's configuration")
             if ignored:
                 print(f'Loading weights to {name} from "{path}" (epoch = {info["epoch"]})')
-                self._load_non_strict(self._models[name], state_dict, ignored)
+                self._load_non_strict(self._models[name], state_dict, ignored, source=path, hint=hint)
             else:
-                # [quirk] Dassl formats val_result with :.1f and crashes when it is None; we do not.
+                # Dassl formats val_result with :.1f and crashes when it is None; we print "None".
                 val_result = info["val_result"]
                 shown = f"{val_result:.1f}" if isinstance(val_result, (int, float)) else "None"
                 print(f"Load {path} to {name} (epoch={info['epoch']}, val_result={shown})")
-                self._models[name].load_state_dict(state_dict)
+                load_state_dict_checked(self._models[name], state_dict, path, strict=True, hint=hint)
             loaded[name] = info
         return loaded
 
     @staticmethod
-    def _load_non_strict(model: nn.Module, state_dict: Dict[str, Any], ignored: Sequence[str]) -> None:
+    def _load_non_strict(model: nn.Module, state_dict: Dict[str, Any], ignored: Sequence[str],
+                         source: str = "the checkpoint", hint: str = "") -> None:
         """Load ``state_dict`` without the ``ignored`` keys, warning about any other key mismatch."""
         state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
-        result = model.load_state_dict(state_dict, strict=False)
+        result = load_state_dict_checked(model, state_dict, source, strict=False, hint=hint)
         missing = [k for k in result.missing_keys if k not in ignored]
         if missing:
             print(f"WARNING: keys missing from the checkpoint (left as built): {missing}")
@@ -359,6 +539,8 @@ class SimpleTrainer(TrainerBase):
                             f"got {cfg.TEST.FINAL_MODEL!r}")
         self.device = select_device(cfg.USE_CUDA)
         self._precision = Precision("fp32", self.device)
+        self._finite_guard = FiniteGuard(self.device)
+        self._new_best: Optional[float] = None  # set by after_epoch when this epoch's val result is a new best
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
@@ -395,9 +577,20 @@ class SimpleTrainer(TrainerBase):
             f"{type(self).__name__} must implement build_model() (build the modules and call register_model)")
 
     def train(self) -> None:  # type: ignore[override]
+        check_max_epoch(self.cfg)
         super().train(self.start_epoch, self.max_epoch)
 
+    def remove_interrupted_writes(self) -> None:
+        """Delete temporary files that a stopped run's atomic writes left in OUTPUT_DIR and its model folders."""
+        folders = [self.output_dir] + [osp.join(self.output_dir, name) for name in self.get_model_names()]
+        for folder in folders:
+            removed = remove_stale_temporary_files(folder)
+            if removed:
+                print(f"Removed {len(removed)} unfinished temporary file(s) of an interrupted write in {folder}: "
+                      f"{', '.join(removed)}")
+
     def before_train(self) -> None:
+        self.remove_interrupted_writes()
         if self.cfg.RESUME:
             self.start_epoch = self.resume_model_if_exist(self.cfg.RESUME, required=True)
         else:
@@ -408,24 +601,36 @@ class SimpleTrainer(TrainerBase):
         self.time_start = time.time()
 
     def after_epoch(self) -> None:
-        last_epoch = (self.epoch + 1) == self.max_epoch
-        do_test = not self.cfg.TEST.NO_TEST
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
+        """Dassl's per-epoch validation (TEST.FINAL_MODEL best_val): update ``best_result``.
 
-        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+        Writes nothing: `save_epoch_checkpoints` runs next and saves ``model-best.pth.tar`` when this
+        epoch's val result is a new best.
+        """
+        self._new_best = None
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             curr_result = self.test(split="val")
             if curr_result > self.best_result:
                 self.best_result = curr_result
-                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
-                                model_name=BEST_FILE_NAME)
+                self._new_best = curr_result
+
+    def save_epoch_checkpoints(self) -> None:
+        """The epoch's files, in Dassl's order: model-best (new best), model.pth.tar-<E> (CHECKPOINT_FREQ
+        or last epoch), then the resume point. Each holds the full resume state, so a stop between any
+        two writes resumes exactly from whichever file `resume_model_if_exist` finds."""
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
+        if self._new_best is not None:
+            self.save_model(self.epoch, self.output_dir, val_result=self._new_best, model_name=BEST_FILE_NAME)
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
+        super().save_epoch_checkpoints()
 
     def save_resume_point(self) -> None:
-        """Rewrite ``<name>/model-last.pth.tar`` (weights, optimiser, scheduler, random states).
+        """Rewrite ``<name>/model-last.pth.tar`` (weights, optimiser, scheduler, resume state).
 
-        Skipped after the final epoch, where the stale file is removed instead.
+        After the final epoch ``model.pth.tar-<E>`` (just written, with the same state) takes its place
+        and the file is removed.
         """
         last_epoch = (self.epoch + 1) == self.max_epoch
         for name in self.get_model_names():
@@ -434,12 +639,8 @@ class SimpleTrainer(TrainerBase):
                 if osp.isfile(path):
                     os.remove(path)
                 continue
-            state = self._checkpoint_state(name, self.epoch, None)
-            state["rng_state"] = get_rng_state()
-            state["best_result"] = float(self.best_result)
-            state["precision"] = self._precision.state_dict()
-            save_checkpoint(state, osp.join(self.output_dir, name), model_name=RESUME_FILE_NAME,
-                            update_pointer=False, verbose=False)
+            save_checkpoint(self._checkpoint_state(name, self.epoch, None), osp.join(self.output_dir, name),
+                            model_name=RESUME_FILE_NAME, update_pointer=False, verbose=False)
 
     def after_train(self) -> None:
         print("Finish training")
@@ -449,14 +650,14 @@ class SimpleTrainer(TrainerBase):
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
         self.close_writer()
 
-    def test_final_model(self) -> None:
-        """Deploy the final model (TEST.FINAL_MODEL: best on val, or the last epoch's) and test it."""
+    def test_final_model(self):
+        """Deploy the final model (TEST.FINAL_MODEL: best on val, or the last epoch's), test it, return the result."""
         if self.cfg.TEST.FINAL_MODEL == "best_val":
             print("Deploy the model with the best val performance")
             self.load_model(self.output_dir)
         else:
             print("Deploy the last-epoch model")
-        self.test()
+        return self.test()
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None):
@@ -510,6 +711,7 @@ class TrainerX(SimpleTrainer):
             losses.update(loss_summary)
 
             if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
+                self.check_finite(scan_weights=False)  # the progress line syncs anyway (it reads the losses)
                 print(self._progress_line(batch_time, data_time, losses))
 
             n_iter = self.epoch * self.num_batches + self.batch_idx

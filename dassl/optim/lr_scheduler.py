@@ -1,7 +1,8 @@
 """``build_lr_scheduler``: per-epoch schedules (cosine, single/multi step) with optional warm-up.
 
-The warm-up wrappers reproduce Dassl's learning rates exactly (see engine.md §11.3: with one
-constant warm-up epoch the cosine curve starts one epoch late), but differ in two ways on purpose:
+The warm-up wrappers reproduce Dassl's learning rates exactly (with one constant warm-up epoch the
+cosine curve starts one epoch late and never reaches its tail: "Dassl: delayed cosine" in
+docs/compatibility.md), but differ in two ways on purpose:
 - they do not pass the ``verbose`` argument that PyTorch >= 2.7 removed;
 - ``state_dict()`` nests the successor scheduler's *state dict* instead of the scheduler object,
   so checkpoints contain plain data and load with ``torch.load(weights_only=True)``.

@@ -1,5 +1,7 @@
-"""Engine utilities: files and JSON, logging, seeding, meters, registries, checkpoints."""
+"""Engine utilities: files and JSON, logging, seeding, meters, registries, checkpoints, run lock,
+and the one-line description of a failure."""
 from dassl.utils.tools import (  # noqa: F401
+    OutputWriteError,
     UnknownChoiceError,
     UserError,
     check_availability,
@@ -10,14 +12,18 @@ from dassl.utils.tools import (  # noqa: F401
     mkdir_if_missing,
     read_image,
     read_json,
+    remove_stale_temporary_files,
     set_random_seed,
     tolist_if_not,
     write_json,
 )
-from dassl.utils.logger import Logger, close_logger, setup_logger  # noqa: F401
+from dassl.utils.logger import Logger, close_logger, log_path, setup_logger, write_to_log  # noqa: F401
+from dassl.utils.run_lock import FolderInUseError, RunLock  # noqa: F401
+from dassl.utils.failure import expected_failure_line, unexpected_failure_line, worker_traceback  # noqa: F401
 from dassl.utils.meters import AverageMeter, MetricMeter  # noqa: F401
 from dassl.utils.registry import Registry, RegistryError  # noqa: F401
 from dassl.utils.torchtools import (  # noqa: F401
+    CheckpointMismatchError,
     CheckpointNotFoundError,
     atomic_torch_save,
     atomic_write_text,

@@ -4,7 +4,11 @@ Differences from Dassl, on purpose:
 - stderr is captured too (warnings and tracebacks belong in the log), except progress-bar
   redraws (chunks starting with a carriage return), which would only clutter the file;
 - calling ``setup_logger`` again (e.g. several runs in one process) first detaches the previous
-  log instead of stacking tees.
+  log instead of stacking tees;
+- the log file can fail (full disk, quota, removed folder) without taking the run's own error
+  message with it: on the first failed write the file is dropped, one warning goes to the console,
+  and printing continues on the console only. (Otherwise the failure would surface inside
+  ``print`` calls far from its cause, or at exit as Python's "lost sys.stderr".)
 """
 from __future__ import annotations
 
@@ -16,28 +20,87 @@ from typing import IO, Optional
 
 from dassl.utils.tools import mkdir_if_missing
 
-__all__ = ["setup_logger", "close_logger", "Logger"]
+__all__ = ["setup_logger", "close_logger", "Logger", "log_path", "log_failure", "write_to_log"]
+
+
+class _LogFile:
+    """The open log file shared by the stdout and stderr tees; gives up quietly after a failure."""
+
+    def __init__(self, path: str, stream: IO[str]) -> None:
+        self.path = path
+        self.stream: Optional[IO[str]] = stream
+        self.failure: Optional[OSError] = None
+
+    @property
+    def usable(self) -> bool:
+        return self.stream is not None and not self.stream.closed
+
+    def _give_up(self, error: OSError, console: IO[str]) -> None:
+        self.failure = error
+        stream, self.stream = self.stream, None
+        try:
+            stream.close()
+        except OSError:
+            pass  # the unflushed tail cannot be written either
+        reason = error.strerror or str(error)
+        try:
+            console.write(f'Warning: cannot write the log file "{self.path}" ({reason}); '
+                          "from here on this run prints to the console only\n")
+        except OSError:
+            pass
+
+    def write(self, text: str, console: IO[str]) -> None:
+        if not self.usable:
+            return
+        try:
+            self.stream.write(text)
+        except OSError as error:
+            self._give_up(error, console)
+
+    def flush(self, console: IO[str]) -> None:
+        if not self.usable:
+            return
+        try:
+            self.stream.flush()
+            os.fsync(self.stream.fileno())
+        except OSError as error:
+            self._give_up(error, console)
+
+    def close(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.close()
+        except OSError as error:
+            self.failure = self.failure or error
+        self.stream = None
 
 
 class Logger:
-    """A stream that writes to the console stream and to an open log file."""
+    """A stream that writes to the console stream and to a log file.
 
-    def __init__(self, console: IO[str], log_file: IO[str], skip_redraws: bool = False) -> None:
+    ``log_file`` is an open text file (or the shared `_LogFile` of `setup_logger`). Write errors of the
+    log file never propagate: the file is dropped with one warning on the console.
+    """
+
+    def __init__(self, console: IO[str], log_file, skip_redraws: bool = False) -> None:
         self.console = console
-        self.file = log_file
+        self.log = log_file if isinstance(log_file, _LogFile) else _LogFile(getattr(log_file, "name", "?"), log_file)
         self.skip_redraws = skip_redraws
+
+    @property
+    def file(self) -> Optional[IO[str]]:
+        return self.log.stream
 
     def write(self, msg: str) -> int:
         self.console.write(msg)
-        if not self.file.closed and not (self.skip_redraws and msg.startswith("\r")):
-            self.file.write(msg)
+        if not (self.skip_redraws and msg.startswith("\r")):
+            self.log.write(msg, self.console)
         return len(msg)
 
     def flush(self) -> None:
         self.console.flush()
-        if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
+        self.log.flush(self.console)
 
     def isatty(self) -> bool:
         return self.console.isatty()
@@ -62,8 +125,32 @@ def _free_log_path(fpath: str) -> str:
     return candidate
 
 
-def close_logger() -> None:
-    """Detach the active log file (if any) and restore the console streams."""
+def log_path() -> Optional[str]:
+    """The path of the active log file (None when no log is set up)."""
+    return _active["log"].path if _active is not None else None
+
+
+def log_failure() -> Optional[OSError]:
+    """The error that made the active log file unusable, if any."""
+    return _active["log"].failure if _active is not None else None
+
+
+def write_to_log(text: str) -> bool:
+    """Write `text` to the active log file only (not the console); False when there is no usable log."""
+    if _active is None or not _active["log"].usable:
+        return False
+    console = _active["err"].console
+    _active["log"].write(text if text.endswith("\n") else text + "\n", console)
+    _active["log"].flush(console)
+    return _active["log"].usable
+
+
+def close_logger(discard: bool = False) -> None:
+    """Detach the active log file (if any) and restore the console streams.
+
+    With `discard` the log file is deleted as well (used for a run that failed before it started, so
+    that its log does not push the next run's log to ``log.txt-<time>``).
+    """
     global _active
     if _active is None:
         return
@@ -71,8 +158,14 @@ def close_logger() -> None:
         sys.stdout = _active["out"].console
     if sys.stderr is _active["err"]:
         sys.stderr = _active["err"].console
-    _active["file"].close()
+    log = _active["log"]
+    log.close()
     _active = None
+    if discard:
+        try:
+            os.remove(log.path)
+        except OSError:
+            pass
 
 
 def setup_logger(output: Optional[str] = None) -> Optional[str]:
@@ -93,11 +186,12 @@ def setup_logger(output: Optional[str] = None) -> Optional[str]:
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
     wanted = fpath
     fpath = _free_log_path(fpath)
-    log_file = open(fpath, "w", encoding="utf-8", buffering=1)  # line-buffered: `tail -f` works
-    out = Logger(sys.stdout, log_file)
-    err = Logger(sys.stderr, log_file, skip_redraws=True)
+    stream = open(fpath, "w", encoding="utf-8", buffering=1)  # line-buffered: `tail -f` works
+    log = _LogFile(fpath, stream)
+    out = Logger(sys.stdout, log)
+    err = Logger(sys.stderr, log, skip_redraws=True)
     sys.stdout, sys.stderr = out, err
-    _active = {"out": out, "err": err, "file": log_file}
+    _active = {"out": out, "err": err, "log": log}
     if fpath != wanted:
         print(f'Log file "{wanted}" already exists; writing this run\'s log to "{fpath}"')
     return fpath

@@ -11,7 +11,9 @@ import json
 import os
 import os.path as osp
 import random
-import tempfile
+import re
+import secrets
+import shutil
 import warnings
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
@@ -21,7 +23,11 @@ __all__ = [
     "mkdir_if_missing",
     "check_isfile",
     "read_json",
+    "OutputWriteError",
     "atomic_write",
+    "create_temporary_file",
+    "describe_write_failure",
+    "remove_stale_temporary_files",
     "write_json",
     "read_image",
     "listdir_nohidden",
@@ -75,26 +81,130 @@ def read_json(fpath: str) -> Any:
         raise UserError(f'Cannot parse JSON file "{fpath}": {exc}') from None
 
 
+# Temporary files of `atomic_write`: ``.<target name>.<8 random characters>.tmp`` next to the target.
+TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.[0-9a-z_]{8}\.tmp$")
+# errno values that mean "this output location cannot take the file" (not a bug in the program).
+DISK_FULL_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT") if hasattr(errno, name))
+NOT_WRITABLE_ERRNOS = frozenset((errno.EACCES, errno.EPERM, errno.EROFS))
+# torch.save reports a failed write (e.g. a full disk) as a RuntimeError from its zip writer.
+_TORCH_WRITER_FAILURE = ("PytorchStreamWriter", "inline_container", "file write failed")
+
+
+class OutputWriteError(UserError, OSError):
+    """A file could not be written: its folder is read-only, the disk is full, or the write failed."""
+
+
+def _free_space(folder: str) -> Optional[int]:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _human_bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"
+
+
+def describe_write_failure(fpath: str, reason: str, error_number: Optional[int] = None) -> str:
+    """One line saying that `fpath` could not be written, why, and what to do about it.
+
+    The advice follows the errno when there is one (full disk / quota, read-only or forbidden
+    folder); otherwise the free space of the folder's disk is reported so that a full disk shows.
+    """
+    folder = osp.dirname(osp.abspath(fpath)) or "."
+    existing = folder
+    while existing and not osp.isdir(existing):
+        existing = osp.dirname(existing)
+    free = _free_space(existing or ".")
+    free_text = f"{_human_bytes(free)} free" if free is not None else "free space unknown"
+    if error_number in DISK_FULL_ERRNOS:
+        advice = (f"the disk (or quota) holding {folder} is full ({free_text}): free some space or choose "
+                  f"another output folder (--output-dir / OUTPUT_DIR)")
+    elif error_number in NOT_WRITABLE_ERRNOS:
+        advice = f"{folder} is not writable: choose a writable output folder (--output-dir / OUTPUT_DIR)"
+    else:
+        advice = f"check that {folder} is writable and that its disk has room ({free_text})"
+    return f'Cannot write "{fpath}" ({reason}); {advice}'
+
+
+def _is_output_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OutputWriteError):
+        return False  # already described
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS or exc.errno in NOT_WRITABLE_ERRNOS or exc.errno == errno.EIO
+    return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _TORCH_WRITER_FAILURE)
+
+
+def create_temporary_file(folder: str, target_name: str) -> str:
+    """Create an empty ``.<target_name>.<random>.tmp`` in `folder` with the usual permissions.
+
+    Opened with mode 0o666 so the process umask applies, as for any file the user creates
+    (``tempfile.mkstemp`` would make it 0o600, unreadable to teammates once renamed into place).
+    """
+    for _ in range(100):
+        path = osp.join(folder, f".{target_name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(f"No free temporary file name for {target_name!r} in {folder}")
+
+
 def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file next to `fpath`, then rename it over `fpath`.
 
     The temporary file lives in the same folder (created if missing) so that ``os.replace`` is
     atomic: readers see either the old file or the complete new one, never a truncated file.
-    The data is fsync'ed before the rename; on any error the temporary file is removed.
+    The data is fsync'ed before the rename; on any error the temporary file is removed (a killed
+    process leaves it behind: `remove_stale_temporary_files` clears such files on the next start).
+    A read-only folder, a full disk or a failed write raises `OutputWriteError` naming the file.
     """
     folder = osp.dirname(osp.abspath(fpath))
-    mkdir_if_missing(folder)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + osp.basename(fpath) + ".", suffix=".tmp")
-    os.close(fd)
+    tmp_path = None
     try:
+        mkdir_if_missing(folder)
+        tmp_path = create_temporary_file(folder, osp.basename(fpath))
         write(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, fpath)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
+    except BaseException as exc:
+        if tmp_path is not None and osp.exists(tmp_path):
+            try:
+                os.remove(tmp_path)
+            except OSError:
+                pass
+        if _is_output_failure(exc):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise OutputWriteError(describe_write_failure(fpath, reason, getattr(exc, "errno", None))) from exc
         raise
+
+
+def remove_stale_temporary_files(folder: str) -> List[str]:
+    """Delete the temporary files that interrupted `atomic_write` calls left in `folder`.
+
+    Only names of the form ``.<name>.<8 characters>.tmp`` are touched. Call it only while no other
+    process writes into `folder` (train.py holds the folder's run lock). Returns the removed names.
+    """
+    if not osp.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        path = osp.join(folder, name)
+        if _TEMPORARY_NAME.match(name) and osp.isfile(path):
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(name)
+    return removed
 
 
 def write_json(obj: Any, fpath: str) -> None:

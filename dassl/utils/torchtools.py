@@ -1,12 +1,14 @@
 """Checkpoint files (save / load / resume), pretrained-weight loading and parameter counting.
 
-File layout and dict keys follow Dassl (engine.md §8): ``<dir>/model.pth.tar-<E>``,
+File layout and dict keys follow Dassl: ``<dir>/model.pth.tar-<E>``,
 ``<dir>/model-best.pth.tar`` and the text file ``<dir>/checkpoint`` naming the last file written;
 keys ``state_dict, epoch, optimizer, scheduler, val_result``.
 
 What we do better than upstream:
 - every file is written to a temporary file in the same folder and then renamed over the target
-  (`os.replace` is atomic), so a kill never leaves a truncated checkpoint behind;
+  (`os.replace` is atomic), so a kill never leaves a truncated checkpoint behind; files get the usual
+  permissions (umask), and a read-only folder or a full disk is one clear error naming the file;
+- a checkpoint of another shape is one clear error naming the tensors (`load_state_dict_checked`);
 - our own checkpoints hold only tensors and plain Python data and load with
   ``torch.load(weights_only=True)``;
 - checkpoints written by the ORIGINAL Dassl / CoOp / PromptSRC / PromptKD code (whose
@@ -30,6 +32,8 @@ from dassl.utils.tools import UserError, atomic_write, mkdir_if_missing
 
 __all__ = [
     "CheckpointNotFoundError",
+    "CheckpointMismatchError",
+    "load_state_dict_checked",
     "save_checkpoint",
     "load_checkpoint",
     "resume_from_checkpoint",
@@ -52,6 +56,14 @@ HARMLESS_BUILTINS = {"builtins.dict": dict, "builtins.list": list, "builtins.int
 
 class CheckpointNotFoundError(UserError, FileNotFoundError):
     """A checkpoint file (or the folder that should hold one) does not exist."""
+
+
+class CheckpointMismatchError(UserError):
+    """A checkpoint's tensors do not fit the model (other shapes, or other keys in a strict load)."""
+
+
+DEFAULT_MISMATCH_HINT = ("it was saved by a model built with other settings: load it with the configuration it "
+                         "was trained with, or use another --model-dir / output folder")
 
 
 # --------------------------------------------------------------------------- writing
@@ -268,12 +280,56 @@ def read_checkpoint_pointer(fdir: str) -> str:
     return osp.join(fdir, fname)
 
 
-def restore_from_state(checkpoint: Dict[str, Any], model: nn.Module, optimizer=None, scheduler=None) -> int:
-    """Load model / optimizer / scheduler state from a loaded checkpoint dict; return its epoch."""
-    model.load_state_dict(checkpoint["state_dict"])
+def _listed(keys: List[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Dict[str, Any], source: str, strict: bool = True,
+                            hint: str = ""):
+    """``model.load_state_dict`` that reports a checkpoint of another shape as one clear line.
+
+    Tensors whose shapes differ (e.g. another prompt length or projection width) and, for a strict
+    load, missing or unexpected keys raise `CheckpointMismatchError` naming `source`, the first keys
+    with both shapes, and `hint` (what to do; a generic advice by default). Returns torch's result.
+    """
+    model_state = model.state_dict()
+    mismatched = [key for key, value in state_dict.items()
+                  if key in model_state and torch.is_tensor(value) and value.shape != model_state[key].shape]
+    problems = []
+    if mismatched:
+        described = [f"{key} has shape {tuple(state_dict[key].shape)} in the checkpoint and "
+                     f"{tuple(model_state[key].shape)} in the model" for key in mismatched[:3]]
+        more = f" (and {len(mismatched) - 3} more tensors)" if len(mismatched) > 3 else ""
+        problems.append("; ".join(described) + more)
+    if strict:
+        missing = [key for key in model_state if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in model_state]
+        if missing:
+            problems.append(f"keys missing from the checkpoint: {_listed(missing)}")
+        if unexpected:
+            problems.append(f"keys the model does not have: {_listed(unexpected)}")
+    if problems:
+        raise CheckpointMismatchError(f'"{source}" does not fit the model: {"; ".join(problems)}; '
+                                      f"{hint or DEFAULT_MISMATCH_HINT}")
+    return model.load_state_dict(state_dict, strict=strict)
+
+
+def restore_from_state(checkpoint: Dict[str, Any], model: nn.Module, optimizer=None, scheduler=None,
+                       source: str = "the checkpoint", hint: str = "") -> int:
+    """Load model / optimizer / scheduler state from a loaded checkpoint dict; return its epoch.
+
+    A checkpoint of another shape raises `CheckpointMismatchError` naming `source` (see
+    `load_state_dict_checked`).
+    """
+    load_state_dict_checked(model, checkpoint["state_dict"], source, strict=True, hint=hint)
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer"):
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except ValueError as exc:  # another number / size of parameter groups
+            raise CheckpointMismatchError(f'The optimizer state in "{source}" does not fit this model\'s '
+                                          f"optimizer ({exc}); {hint or DEFAULT_MISMATCH_HINT}") from None
         print("Loaded optimizer")
     if scheduler is not None and checkpoint.get("scheduler"):
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -291,7 +347,7 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
     """
     fpath = osp.join(fdir, fname) if fname else read_checkpoint_pointer(fdir)
     print(f'Loading checkpoint from "{fpath}"')
-    return restore_from_state(load_checkpoint(fpath), model, optimizer, scheduler)
+    return restore_from_state(load_checkpoint(fpath), model, optimizer, scheduler, source=fpath)
 
 
 def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:

@@ -2,7 +2,7 @@
 
 `Datum` must stay importable as ``dassl.data.datasets.base_dataset.Datum`` with the attribute names
 ``_impath``, ``_label``, ``_domain``, ``_classname``: few-shot caches and ImageNet ``preprocessed.pkl``
-files written by the original Dassl pickle that exact dotted path (engine.md §4.1).
+files written by the original Dassl pickle that exact dotted path (and those attribute names).
 """
 from __future__ import annotations
 
@@ -86,6 +86,14 @@ def load_datum_pickle(fpath: str):
         raise UserError(f'Cannot read "{fpath}": {exc}') from None
 
 
+def num_base_classes(num_classes: int) -> int:
+    """How many of ``num_classes`` sorted labels are base classes: the first ceil(n/2), the rest are new.
+
+    The base/new split of CoOp-style benchmarks; every place that splits classes asks this function.
+    """
+    return math.ceil(num_classes / 2)
+
+
 class DatasetBase:
     """The four split lists of a dataset plus the label bookkeeping derived from `train_x`.
 
@@ -97,6 +105,9 @@ class DatasetBase:
 
     dataset_dir = ""
     domains: List[str] = []
+    # Real training images per class after K-shot sampling, ``{"min": int, "max": int}``; None when the
+    # reader did no K-shot sampling. Differs from DATASET.NUM_SHOTS when a class has fewer images.
+    shots_per_class: Optional[Dict[str, int]] = None
 
     def __init__(self, train_x: Optional[list] = None, train_u: Optional[list] = None,
                  val: Optional[list] = None, test: Optional[list] = None):
@@ -142,7 +153,7 @@ class DatasetBase:
         explicit = self.__dict__.get("_base_classnames")
         if explicit is not None:
             return explicit
-        return list(self._classnames[: math.ceil(len(self._classnames) / 2)])
+        return list(self._classnames[: num_base_classes(len(self._classnames))])
 
     @base_classnames.setter
     def base_classnames(self, names: Sequence[str]) -> None:
@@ -153,7 +164,7 @@ class DatasetBase:
         explicit = self.__dict__.get("_new_classnames")
         if explicit is not None:
             return explicit
-        return list(self._classnames[math.ceil(len(self._classnames) / 2):])
+        return list(self._classnames[num_base_classes(len(self._classnames)):])
 
     @new_classnames.setter
     def new_classnames(self, names: Sequence[str]) -> None:
@@ -202,7 +213,7 @@ class DatasetBase:
     # ----------------------------------------------------------------- few-shot sampling
     def generate_fewshot_dataset(self, *data_sources: List[Datum], num_shots: int = -1,
                                  repeat: bool = False):
-        """Keep `num_shots` items per class of each source (Dassl's algorithm, engine.md §4.3).
+        """Keep `num_shots` items per class of each source (Dassl's algorithm, step for step).
 
         Per source: labels in order of first appearance; a class with at least `num_shots` items
         gets ``random.sample(items, num_shots)``; a smaller class gets ``random.choices`` with
@@ -234,7 +245,7 @@ class DatasetBase:
 
         The label set comes from the FIRST list; every list is filtered the same way and relabelled
         to ``0..k-1`` in ascending label order, as new `Datum` objects with domain 0. ``"all"``
-        returns `args` untouched (a tuple); otherwise a list of lists (engine.md §4.4).
+        returns `args` untouched (a tuple); otherwise a list of lists (CoOp's behaviour).
         """
         if subsample not in ("all", "base", "new"):
             raise ValueError(f'subsample must be "all", "base" or "new", got {subsample!r}')
@@ -242,7 +253,7 @@ class DatasetBase:
             return args
 
         labels = sorted({item.label for item in args[0]})
-        m = math.ceil(len(labels) / 2)
+        m = num_base_classes(len(labels))
         print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
         selected = labels[:m] if subsample == "base" else labels[m:]
         relabeler = {label: new_label for new_label, label in enumerate(selected)}
@@ -291,7 +302,7 @@ class DatasetBase:
 
     @staticmethod
     def split_trainval(trainval: Sequence[Datum], p_val: float = 0.2) -> Tuple[List[Datum], List[Datum]]:
-        """Split per class: ``round(n * p_val)`` random items to val, the rest to train (§4.5)."""
+        """Split per class: ``round(n * p_val)`` random items to val, the rest to train (as Dassl does)."""
         p_trn = 1 - p_val
         print(f"Splitting trainval into {p_trn:.0%} train and {p_val:.0%} val")
         by_label: Dict[int, List[int]] = OrderedDict()

@@ -1,4 +1,4 @@
-"""`build_transform`: the train / test image pipelines of Dassl (engine.md §6).
+"""`build_transform`: the train / test image pipelines of Dassl (same choice names, same order of ops).
 
 Only the choices these prompt-learning codebases use are implemented (`random_resized_crop`,
 `random_flip`, `normalize`) plus the simple ones (`random_crop`, `instance_norm`); the other

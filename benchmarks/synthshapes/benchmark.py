@@ -1,24 +1,24 @@
 """The SynthShapes benchmark: the whole PromptKD / AME setting in miniature, on CPU, in one command.
 
-    python -m tools.synthshapes.benchmark [--quick] [--cache DIR] [--output DIR]
+    python -m benchmarks.synthshapes.benchmark [--quick] [--cache DIR] [--output DIR]
     bash scripts/synth_benchmark.sh [--quick]
 
 Stages (everything expensive is cached and reused; a rerun skips finished runs):
  1. render the downstream datasets (noisy, textured) in the CoOp layout       -> <cache>/data-<key>/
  2. contrastively pretrain the tiny teacher and student CLIPs                  -> <cache>/{teacher,student}-<key>.pt
- 3. zero-shot Base/New of both CLIPs (scripts/zeroshot.sh, ZeroshotCLIP)       -> <cache>/zeroshot/<key>/, copied to <output>/zeroshot/
- 4. prompt-tune the teacher per dataset (scripts/teacher_train.sh, PromptSRC), installed in PromptKD's
-    layout, and evaluate it on base and new classes                            -> <cache>/teachers/<key>/
+ 3. zero-shot Base/New of both CLIPs (protocol zeroshot, ZeroshotCLIP)         -> <cache>/zeroshot/<key>/, copied to <output>/zeroshot/
+ 4. prompt-tune the teacher per dataset (protocol teacher_train, PromptSRC), installed in PromptKD's
+    layout, and evaluate it on base and new classes (teacher_test)             -> <cache>/teachers/<key>/
  5. PromptKD and PromptKD_RSM (omega 50) for every seed on every dataset, plus an omega sweep on one
-    dataset and the best omega on the others (scripts/base2new_train.sh)       -> <output>/base2new/
+    dataset and the best omega on the others (protocol base2new_train)         -> <output>/base2new/
  6. the Base / New / HM table (tools/parse_results.py), HM against omega, H(M) over training,
     summary.json / summary.md                                                  -> <output>/
 
-Every train.py run is the one the project's protocol scripts would start: the benchmark asks each script
-for its train.py arguments (echo mode, scripts/common.sh; finished runs are skipped by the script) and
-runs them in a few long-lived worker processes (tools/synthshapes/jobs.py, `TrainPool`), kept for the whole
-benchmark, so that start-up is paid once per worker and runs on one dataset share the teacher cache of
-TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS. Per-run logs go to <output>/logs/.
+Every train.py run is the one the project's protocol scripts would start: the benchmark asks the same
+protocol functions (scripts/runs.py: run folders, skip-if-done, train.py arguments) and runs their argv
+in a few long-lived worker processes (benchmarks/synthshapes/jobs.py, `TrainPool`), kept for the whole
+benchmark, so that start-up is paid once per worker and runs on one dataset share the process-wide
+teacher-feature and image caches. Per-run logs go to <output>/logs/.
 """
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tools.synthshapes.cache import cache_dir, config_key, write_json_atomic
-from tools.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, data_key, dataset_dir_name, write_dataset
-from tools.synthshapes.jobs import Job, TrainPool, echo_train_argvs, run_jobs, run_train_jobs
-from tools.synthshapes.plots import line_plot, read_entropy_curve, write_csv
-from tools.synthshapes.pretrain import DEFAULT_STEPS, PretrainSettings, bf16_is_fast, checkpoint_paths
+from benchmarks.synthshapes.cache import cache_dir, config_key, write_json_atomic
+from benchmarks.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, data_key, dataset_dir_name, write_dataset
+from benchmarks.synthshapes.jobs import Job, TrainPool, run_jobs, run_train_jobs
+from benchmarks.synthshapes.plots import line_plot, read_entropy_curve, write_csv
+from benchmarks.synthshapes.pretrain import DEFAULT_STEPS, PretrainSettings, bf16_is_fast, checkpoint_paths
+from scripts.runs import PROTOCOLS, RunSpec, Settings, base2new_train, teacher_test, teacher_train, zeroshot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CFG = "synth_shapes"                 # configs/trainers/<Trainer>/synth_shapes.yaml for every trainer
@@ -121,24 +122,19 @@ class Benchmark:
     def _key(variant: str) -> str:
         return dataset_dir_name(variant)   # configs/datasets/<key>.yaml has the same stem as the folder
 
-    def _script(self, script: str, args: list[str], env: dict, name: str, log_name: str) -> Job:
-        env = {k: str(v) for k, v in env.items()}
-        return Job(name, ["bash", f"scripts/{script}", *args], self.output / "logs" / f"{log_name}.log", env)
+    def _train_jobs(self, spec: RunSpec, name: str, log_name: str) -> list[Job]:
+        """The train.py runs of a protocol call (`scripts.runs`), as jobs for `_run_train`.
 
-    def _train_jobs(self, script: str, args: list[str], env: dict, name: str, log_name: str) -> list[Job]:
-        """The train.py runs `scripts/<script>` would start (its echo mode), as jobs for `_run_train`.
-
-        [] when the script skips them all (finished). A script with several runs (zeroshot.sh: base, new)
-        gets one job per run, named after the last folder of its --output-dir. Jobs are grouped by dataset.
+        [] when none is left (finished). A call with several runs (zeroshot: base, new) gets one job per
+        run, named after its run folder. Jobs are grouped by dataset.
         """
-        argvs = echo_train_argvs(["bash", f"scripts/{script}", *args], env, REPO_ROOT)
-        if not argvs:
+        if not spec.runs:
             self.log(f"  {name}: skipped (already done)")
         jobs = []
-        for argv in argvs:
-            part = "" if len(argvs) == 1 else "_" + Path(argv[argv.index("--output-dir") + 1]).name
-            jobs.append(Job(name + part.replace("_", " "), argv, self.output / "logs" / f"{log_name}{part}.log",
-                            group=args[0]))
+        for run in spec.runs:
+            part = "" if len(spec.runs) == 1 else "_" + run.output_dir.name
+            jobs.append(Job(name + part.replace("_", " "), list(run.argv),
+                            self.output / "logs" / f"{log_name}{part}.log", group=spec.dataset))
         return jobs
 
     # ----------------------------------------------------------------- stages
@@ -170,7 +166,7 @@ class Benchmark:
             if cached:
                 self.log(f"  {role}: cached {final}")
                 continue
-            argv = [sys.executable, "-m", "tools.synthshapes.pretrain", role, "--steps", str(settings.steps),
+            argv = [sys.executable, "-m", "benchmarks.synthshapes.pretrain", role, "--steps", str(settings.steps),
                     "--batch-size", str(self.plan.pretrain_batch), "--cache", str(self.cache),
                     "--threads", str(self.threads), "--bf16", "on" if settings.bf16 else "off"]
             if role == "teacher":
@@ -214,58 +210,63 @@ class Benchmark:
         write_json_atomic(path, stamp)
 
     def zeroshot_root(self, role: str) -> Path:
-        """Where one CLIP's zero-shot runs are cached (OUTPUT_ROOT of scripts/zeroshot.sh): they depend only
+        """Where one CLIP's zero-shot runs are cached (OUTPUT_ROOT of the zeroshot protocol): they depend only
         on its weights, the data and the config, like the teachers; copied into <output>/zeroshot/."""
         key = config_key({"weights": self.weights[role].name, "data": self.data_root.name,
                           "cfg": (REPO_ROOT / "configs/trainers/CoOp" / f"{CFG}.yaml").read_text()})
         return self.cache / "zeroshot" / key
 
     @staticmethod
-    def _zeroshot_dir(root: Path, key: str, role: str) -> Path:
-        """scripts/zeroshot.sh's run folder for one CLIP (RUN_TAG = role) on one dataset under `root`."""
-        return root / "zeroshot" / key / "ZeroshotCLIP" / f"{CFG}_{role}"
+    def _zeroshot_settings(root: Path, role: str) -> Settings:
+        """One CLIP's zero-shot runs below `root` (RUN_TAG = role, so both CLIPs share the output root)."""
+        return Settings(output_root=str(root), run_tag=role)
+
+    @classmethod
+    def _zeroshot_dir(cls, root: Path, key: str, role: str) -> Path:
+        """The zero-shot run folder of one CLIP on one dataset under `root`."""
+        return Path(PROTOCOLS["zeroshot"].folder(cls._zeroshot_settings(root, role), key, cfg=CFG))
+
+    def _teacher_settings(self, extra_opts: str = "") -> Settings:
+        """The teacher's protocol settings: its runs and its installed checkpoint live in the cache."""
+        return Settings(data=str(self.data_root), cfg=CFG, teacher_root=str(self.teacher_root),
+                        output_root=str(self.teacher_root / "runs"), run_tag="", extra_opts=extra_opts)
 
     def zero_shot_and_teachers(self) -> None:
-        """Teacher tuning and zero-shot evaluations in the worker pool; then what the scripts do after
-        train.py: teacher_train.sh again (without echo) installs each teacher, and the zero-shot parts are
-        combined into results.json by the function zeroshot.sh calls (in-process: no interpreter start-up)."""
-        train, follow_up, zeroshot_dirs = [], [], []
+        """Teacher tuning and zero-shot evaluations in the worker pool; then each call's finishing step
+        (install the teacher, combine the zero-shot parts into results.json), in-process."""
+        train, calls, zeroshot_dirs = [], [], []
         for variant in self.plan.variants:
             key = self._key(variant)
             extra = f"MODEL.BACKBONE.WEIGHTS {self.weights['teacher']}"
             if self.plan.teacher_epochs:
                 extra += f" OPTIM.MAX_EPOCH {self.plan.teacher_epochs}"
-            env = {"DATA": self.data_root, "CFG": CFG, "TEACHER_ROOT": self.teacher_root,
-                   "OUTPUT_ROOT": self.teacher_root / "runs", "RUN_TAG": "", "EXTRA_OPTS": extra}
-            args = ("teacher_train.sh", [key, str(TEACHER_SEED)], env, f"teacher tuning {key}", f"teacher_{key}")
-            train += self._train_jobs(*args)   # first: the longest runs
-            follow_up.append(self._script(*args[:3], f"teacher install {key}", f"teacher_{key}_install"))
+            spec = teacher_train(key, str(TEACHER_SEED), self._teacher_settings(extra))
+            train += self._train_jobs(spec, f"teacher tuning {key}", f"teacher_{key}")   # first: the longest runs
+            calls.append(spec)
         for variant in self.plan.variants:
             key = self._key(variant)
             for role in ("student", "teacher") if self.plan.teacher_reference_rows else ("student",):
                 root = self.zeroshot_root(role)
-                env = {"DATA": self.data_root, "OUTPUT_ROOT": root, "RUN_TAG": role,
-                       "EXTRA_OPTS": f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}"}
-                args = ("zeroshot.sh", [key, CFG], env, f"zero-shot {role} {key}", f"zeroshot_{role}_{key}")
-                train += self._train_jobs(*args)
+                settings = replace(self._zeroshot_settings(root, role), data=str(self.data_root),
+                                   extra_opts=f"MODEL.BACKBONE.WEIGHTS {self.weights[role]}")
+                spec = zeroshot(key, CFG, settings)
+                train += self._train_jobs(spec, f"zero-shot {role} {key}", f"zeroshot_{role}_{key}")
+                calls.append(spec)
                 zeroshot_dirs.append((self._zeroshot_dir(root, key, role), self._zeroshot_dir(self.output, key, role)))
         self._run_train(train)
-        self._run(follow_up)
-        missing = [cached for cached, _ in zeroshot_dirs if not (cached / "results.json").is_file()]
-        if missing:
-            from trainers.results import write_zeroshot_results   # imports every trainer: only when needed
-            for folder in missing:
-                write_zeroshot_results(str(folder), "base2new")
+        for spec in calls:
+            if spec.finish is not None:
+                self.log(f"  {spec.finish()}")
         for cached, copy in zeroshot_dirs:
             shutil.copytree(cached, copy, dirs_exist_ok=True)
         if self.plan.teacher_reference_rows:
             self._evaluate_teachers()
 
     def _teacher_run_dir(self, key: str) -> Path:
-        return self.teacher_root / "runs" / "teacher" / "base2new" / key / "shots_16" / "PromptSRC" / CFG / f"seed{TEACHER_SEED}"
+        return Path(PROTOCOLS["teacher_train"].folder(self._teacher_settings(), key, str(TEACHER_SEED)))
 
     def _evaluate_teachers(self) -> None:
-        """Base and new accuracy of each prompt-tuned teacher (PromptSRC eval-only runs), cached as JSON."""
+        """Base and new accuracy of each prompt-tuned teacher (protocol teacher_test), cached as JSON."""
         jobs, todo = [], []
         for variant in self.plan.variants:
             key = self._key(variant)
@@ -273,47 +274,42 @@ class Benchmark:
             result = run_dir / "synth_teacher_eval.json"
             if result.is_file():
                 continue
-            last = (run_dir / "VLPromptLearner" / "checkpoint").read_text().split()[0]
-            epoch = last.rsplit("-", 1)[-1]
-            for part in ("base", "new"):
-                argv = ["--root", str(self.data_root), "--seed", str(TEACHER_SEED),
-                        "--trainer", "PromptSRC", "--dataset-config-file", f"configs/datasets/{key}.yaml",
-                        "--config-file", f"configs/trainers/PromptSRC/{CFG}.yaml",
-                        "--output-dir", str(run_dir / f"eval_{part}"), "--eval-only",
-                        "--model-dir", str(run_dir), "--load-epoch", epoch,
-                        "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", part,
-                        "MODEL.BACKBONE.WEIGHTS", str(self.weights["teacher"])]
-                jobs.append(Job(f"teacher eval {key} {part}", argv, run_dir / f"eval_{part}.log", group=key))
-            todo.append((key, run_dir, result))
+            spec = teacher_test(key, str(TEACHER_SEED),
+                                     self._teacher_settings(f"MODEL.BACKBONE.WEIGHTS {self.weights['teacher']}"))
+            logs = {}
+            for run in spec.runs:
+                logs[run.part] = run.output_dir.with_name(run.output_dir.name + ".log")
+                jobs.append(Job(f"teacher eval {key} {run.part}", list(run.argv), logs[run.part], group=key))
+            todo.append((result, logs))
         self._run_train(jobs)
-        for key, run_dir, result in todo:
-            acc = {part: _last_accuracy(run_dir / f"eval_{part}.log") for part in ("base", "new")}
-            write_json_atomic(result, acc)
+        for result, logs in todo:
+            write_json_atomic(result, {part: _last_accuracy(path) for part, path in logs.items()})
+
+    def _student_settings(self, omega: float | None) -> Settings:
+        """Where a student's run goes: PromptKD (omega None) or PromptKD_RSM (RUN_TAG w<omega>), all shots."""
+        trainer, tag = ("PromptKD", "") if omega is None else ("PromptKD_RSM", f"w{_fmt_omega(omega)}")
+        return Settings(cfg=CFG, trainer=trainer, shots="full", output_root=str(self.output), run_tag=tag)
 
     def _student_jobs(self, variant: str, seed: int, omega: float | None) -> list[Job]:
-        """PromptKD (omega None) or PromptKD_RSM with weight omega: scripts/base2new_train.sh's train.py run
-        ([] when it is finished)."""
-        key = self._key(variant)
+        """The base2new_train run of one student ([] when it is finished)."""
         extra = (f"MODEL.BACKBONE.WEIGHTS {self.weights['student']} "
                  f"TRAINER.PROMPTKD.TEACHER_WEIGHTS {self.weights['teacher']}")
         if self.plan.student_epochs:
             extra += f" OPTIM.MAX_EPOCH {self.plan.student_epochs}"
         if self.plan.student_lr:
             extra += f" OPTIM.LR {float(self.plan.student_lr)}"
-        trainer, tag = "PromptKD", ""
         if omega is not None:
-            trainer, tag = "PromptKD_RSM", f"w{_fmt_omega(omega)}"
             extra += f" TRAINER.RSM.WEIGHT {float(omega)}"
-        env = {"DATA": self.data_root, "CFG": CFG, "TRAINER": trainer, "SHOTS": "full",
-               "TEACHER_ROOT": self.teacher_root, "OUTPUT_ROOT": self.output, "RUN_TAG": tag, "EXTRA_OPTS": extra}
-        name = f"{trainer}{' omega ' + _fmt_omega(omega) if omega is not None else ''} {key} seed {seed}"
-        return self._train_jobs("base2new_train.sh", [key, str(seed)], env, name,
-                                f"{trainer}_{tag or 'kd'}_{key}_seed{seed}")
+        key = self._key(variant)
+        settings = replace(self._student_settings(omega), data=str(self.data_root),
+                           teacher_root=str(self.teacher_root), extra_opts=extra)
+        spec = base2new_train(key, str(seed), settings)
+        name = f"{settings.trainer}{' omega ' + _fmt_omega(omega) if omega is not None else ''} {key} seed {seed}"
+        return self._train_jobs(spec, name, f"{settings.trainer}_{settings.run_tag or 'kd'}_{key}_seed{seed}")
 
     def student_dir(self, variant: str, seed: int, omega: float | None) -> Path:
-        trainer, tag = ("PromptKD", "") if omega is None else ("PromptKD_RSM", f"_w{_fmt_omega(omega)}")
-        return (self.output / "base2new" / "train_base" / self._key(variant) / "shots_full" / trainer
-                / f"{CFG}{tag}" / f"seed{seed}")
+        """A student's run folder (the base2new_train layout)."""
+        return Path(PROTOCOLS["base2new_train"].folder(self._student_settings(omega), self._key(variant), str(seed)))
 
     def students(self) -> None:
         p = self.plan

@@ -15,7 +15,7 @@ Writes into the cache folder (see `cache.py`):
   <role>-<key>.json    settings, timings and the 100-way zero-shot accuracy
   <role>-<key>.partial.pt   resumable training state while a run is unfinished
 
-    python -m tools.synthshapes.pretrain teacher --steps 400
+    python -m benchmarks.synthshapes.pretrain teacher --steps 400
 """
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tools.synthshapes import captions as cap
-from tools.synthshapes.cache import cache_dir, config_key, write_json_atomic
-from tools.synthshapes.dataset_writer import WORLD_VERSION
-from tools.synthshapes.tiny_clip import SPECS, init_state_dict
-from tools.synthshapes.world import COLOR_NAMES, SHAPES, render_shifted, sample_attributes
+from benchmarks.synthshapes import captions as cap
+from benchmarks.synthshapes.cache import cache_dir, config_key, write_json_atomic
+from benchmarks.synthshapes.dataset_writer import WORLD_VERSION
+from benchmarks.synthshapes.tiny_clip import SPECS, init_state_dict
+from benchmarks.synthshapes.world import COLOR_NAMES, render_shifted, sample_attributes
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

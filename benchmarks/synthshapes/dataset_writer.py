@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from tools.synthshapes.captions import class_name
-from tools.synthshapes.world import (COLOR_NAMES, SHAPES, SHIFTS, SIZES, render_shifted, shift_settings,
-                                     to_uint8_images)
+from benchmarks.synthshapes.captions import class_name
+from benchmarks.synthshapes.world import (COLOR_NAMES, SHAPES, SHIFTS, SIZES, render_shifted, shift_settings,
+                                          to_uint8_images)
 
 WORLD_VERSION = 2   # bump on any change to how world.py renders images (pose, colours, shapes)
 SPLIT_FILE = "split_zhou_SynthShapes.json"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 
-from tools.synthshapes.world import COLOR_NAMES, SHAPES, SIZES
+from benchmarks.synthshapes.world import COLOR_NAMES, SHAPES, SIZES
 
 CAPTION_TEMPLATES = (
     "a photo of a {size} {color} {shape}.",

@@ -1,20 +1,22 @@
-"""SynthShapes (tools/synthshapes, datasets/synth_shapes.py): world, captions, writer + reader, pretraining,
+"""SynthShapes (benchmarks/synthshapes, datasets/synth_shapes.py): world, captions, writer + reader, pretraining,
 plots, and the CI-sized benchmark end to end (checks that distillation actually learns)."""
+import importlib.util
 import json
 import math
+import re
 
 import pytest
 import torch
 
 import clip
-from tools.synthshapes import captions as cap
-from tools.synthshapes.dataset_writer import (META_FILE, SPLIT_FILE, downstream_classes, downstream_classnames,
-                                              write_dataset)
-from tools.synthshapes.plots import line_plot, read_entropy_curve
-from tools.synthshapes.pretrain import (PretrainSettings, _batch, _param_groups, caption_matches, caption_token_ids,
-                                       checkpoint_paths, pretrain)
-from tools.synthshapes.tiny_clip import SPECS, init_state_dict
-from tools.synthshapes.world import COLOR_NAMES, COLORS, SHAPES, render, render_shifted
+from benchmarks.synthshapes import captions as cap
+from benchmarks.synthshapes.dataset_writer import (META_FILE, SPLIT_FILE, downstream_classnames,
+                                                   write_dataset)
+from benchmarks.synthshapes.plots import line_plot, read_entropy_curve
+from benchmarks.synthshapes.pretrain import (PretrainSettings, _batch, _param_groups, caption_matches, caption_token_ids,
+                                            checkpoint_paths, pretrain)
+from benchmarks.synthshapes.tiny_clip import SPECS, init_state_dict
+from benchmarks.synthshapes.world import COLOR_NAMES, COLORS, SHAPES, render, render_shifted
 
 
 def _gen(seed=0):
@@ -117,8 +119,11 @@ def test_reader_explains_how_to_render_a_missing_dataset(tmp_path):
     cfg = extend_cfg(get_cfg_default())
     cfg.merge_from_file("configs/datasets/synth_shapes_textured.yaml")
     cfg.DATASET.ROOT = str(tmp_path)
-    with pytest.raises(Exception, match="tools.synthshapes.dataset_writer"):
+    with pytest.raises(Exception, match=r"python -m [\w.]+\.dataset_writer") as info:
         build_dataset(cfg)
+    # the module the message tells the user to run exists
+    module = re.search(r"python -m ([\w.]+)", str(info.value)).group(1)
+    assert module == "benchmarks.synthshapes.dataset_writer" and importlib.util.find_spec(module) is not None
 
 
 def test_tiny_clip_state_dict_builds_with_context_length_16():
@@ -189,7 +194,7 @@ def test_entropy_curve_is_read_from_the_training_log_and_plotted(tmp_path):
 
 def test_tiny_benchmark_end_to_end_learns(tmp_path):
     """The CI-sized pipeline: pretraining, zero-shot, teacher tuning, PromptKD and PromptKD_RSM, report."""
-    from tools.synthshapes.benchmark import PLANS, Benchmark
+    from benchmarks.synthshapes.benchmark import PLANS, Benchmark
 
     bench = Benchmark(PLANS["tiny"], tmp_path / "cache", tmp_path / "out", workers=2, threads=1)
     summary = bench.run()
@@ -209,7 +214,7 @@ def test_tiny_benchmark_end_to_end_learns(tmp_path):
 
 
 def test_benchmark_sets_aside_runs_made_from_other_inputs(tmp_path):
-    from tools.synthshapes.benchmark import PLANS, Benchmark
+    from benchmarks.synthshapes.benchmark import PLANS, Benchmark
     output = tmp_path / "out"
     bench = Benchmark(PLANS["tiny"], tmp_path / "cache", output, log=lambda *_: None)
     bench.weights = {"teacher": tmp_path / "teacher-a.pt", "student": tmp_path / "student-a.pt"}

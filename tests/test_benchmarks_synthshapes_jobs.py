@@ -1,73 +1,14 @@
-"""tools/synthshapes/jobs.py: the in-process train.py pool (run_train_jobs), its scheduling, and the
-echo mode of the protocol scripts that gives it the exact train.py arguments."""
+"""benchmarks/synthshapes/jobs.py: the in-process train.py pool (TrainPool, run_train_jobs) and its scheduling."""
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tools.synthshapes.jobs import (Job, JobFailed, _call_logged, _next_job, echo_train_argvs, parse_echoed_argvs,
-                                    TrainPool, run_train_jobs)
+from benchmarks.synthshapes.jobs import Job, JobFailed, TrainPool, _call_logged, _next_job, run_train_jobs
 
 import trainers_tiny_setup as tiny
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT_ENV_KEYS = {"DATA", "TRAINER", "SHOTS", "CFG", "TEACHER_ROOT", "OUTPUT_ROOT", "EXTRA_OPTS", "RUN_TAG",
-                   "KD_WEIGHT", "MODE", "XD", "TRAIN_PY_ECHO"}
-
-
-def _script_env(**env):
-    clean = {k: v for k, v in os.environ.items() if k not in SCRIPT_ENV_KEYS}
-    return {**clean, **env}
-
-
-def test_parse_echoed_argvs():
-    assert parse_echoed_argvs(b"") == []
-    assert parse_echoed_argvs(b"--seed\x001\x00\x00--eval-only\x00\x00") == [["--seed", "1"], ["--eval-only"]]
-    with pytest.raises(ValueError, match="NUL"):
-        parse_echoed_argvs(b"Run: something\n")
-    with pytest.raises(ValueError, match="inside an argument vector"):
-        parse_echoed_argvs(b"--seed\x001\x00")
-
-
-def test_base2new_echo_mode_prints_the_argv_and_skips_finished_runs(tmp_path):
-    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
-    env = {"DATA": str(tmp_path / "data"), "OUTPUT_ROOT": str(tmp_path / "out"), "TRAINER": "PromptKD",
-           "RUN_TAG": "t", "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 INPUT.SIZE (32,32)"}
-    res = subprocess.run(["bash", "scripts/base2new_train.sh", "oxford_pets", "2"], cwd=REPO, capture_output=True,
-                         env=_script_env(TRAIN_PY_ECHO="1", **env))
-    assert res.returncode == 0, res.stderr
-    assert b"Run: PromptKD on oxford_pets" in res.stderr  # progress goes to stderr in echo mode
-    run_dir = tmp_path / "out/base2new/train_base/oxford_pets/shots_16/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_t/seed2"
-    assert parse_echoed_argvs(res.stdout) == [[
-        "--root", str(tmp_path / "data"), "--seed", "2", "--trainer", "PromptKD",
-        "--dataset-config-file", "configs/datasets/oxford_pets.yaml",
-        "--config-file", "configs/trainers/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx.yaml",
-        "--output-dir", str(run_dir), "DATASET.NUM_SHOTS", "16", "TRAINER.MODAL", "base2novel",
-        "TRAINER.PROMPTKD.TEMPERATURE", "1.0", "TRAINER.PROMPTKD.KD_WEIGHT", "1000.0",
-        "OPTIM.MAX_EPOCH", "1", "INPUT.SIZE", "(32,32)"]]
-    assert not run_dir.exists()  # nothing was run
-
-    run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text("{}")
-    res = subprocess.run(["bash", "scripts/base2new_train.sh", "oxford_pets", "2"], cwd=REPO, capture_output=True,
-                         env=_script_env(TRAIN_PY_ECHO="1", **env))
-    assert res.returncode == 0 and res.stdout == b"" and b"Skipping" in res.stderr
-    assert echo_train_argvs(["bash", "scripts/base2new_train.sh", "oxford_pets", "2"], env, REPO) == []
-
-
-def test_zeroshot_echo_mode_skips_evaluated_parts(tmp_path):
-    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
-    env = {"DATA": str(tmp_path / "data"), "OUTPUT_ROOT": str(tmp_path / "out")}
-    command = ["bash", "scripts/zeroshot.sh", "oxford_pets", "vit_b16"]
-    argvs = echo_train_argvs(command, env, REPO)
-    assert [a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1] for a in argvs] == ["base", "new"]
-    base_dir = Path(argvs[0][argvs[0].index("--output-dir") + 1])
-    base_dir.mkdir(parents=True)
-    (base_dir / "zeroshot.json").write_text("{}")
-    argvs = echo_train_argvs(command, env, REPO)
-    assert [a[a.index("DATASET.SUBSAMPLE_CLASSES") + 1] for a in argvs] == ["new"]
 
 
 def test_next_job_keeps_groups_on_their_worker_and_no_worker_idle():

@@ -1,15 +1,15 @@
-"""Run the benchmark's commands (train.py through the protocol scripts) a few at a time, each logged.
+"""Run the benchmark's commands a few at a time, each logged.
 
 On 2 CPU cores two single-threaded processes get more done than one two-threaded one for models this
-small, so every job is started with OMP_NUM_THREADS / MKL_NUM_THREADS set to `threads`.
+small, so every job runs with OMP_NUM_THREADS / MKL_NUM_THREADS (and torch's thread count) set to `threads`.
 
 Two runners:
-- `run_jobs`: any command, one fresh subprocess per job;
-- `run_train_jobs`: train.py runs only, in a few long-lived worker processes that import torch and
-  `train` once and call `train.cli(argv)` job after job. This saves the per-process start-up (imports,
-  first-op warm-up: seconds per run) and lets runs on the same dataset share the teacher cache of
-  ``TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS`` (trainers/teacher_cache.py), which lives per process.
-  The argv of a protocol script comes from its echo mode (`echo_train_argvs`, scripts/common.sh).
+- `run_jobs`: any command, one fresh subprocess per job (pretraining, which sets its own threads);
+- `TrainPool` / `run_train_jobs`: train.py runs only, in a few long-lived worker processes that import
+  torch and `train` once and call `train.cli(argv)` job after job. This saves the per-process start-up
+  (imports, first-op warm-up: seconds per run) and lets runs on the same dataset share the process-wide
+  caches (the teacher-feature cache of trainers/teacher_cache.py and the image cache of
+  dassl/data/image_cache.py). The argv of each run comes from scripts/runs.py, as for the protocol scripts.
 """
 from __future__ import annotations
 
@@ -20,22 +20,21 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 
 @dataclass
 class Job:
-    """One command: a readable name, its argv, extra environment and the file its output goes to.
+    """One command: a readable name, its argv and the file its output goes to.
 
     For `run_train_jobs`, `argv` holds only train.py's arguments and `group` (e.g. the dataset) says which
-    jobs should preferably share a worker; `env` is not used there.
+    jobs should preferably share a worker.
     """
     name: str
     argv: list[str]
     log_path: Path
-    env: dict = field(default_factory=dict)
     seconds: float = 0.0
     returncode: int | None = None
     group: str = ""
@@ -57,15 +56,14 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
     """Run `jobs` with at most `workers` at once; raise `JobFailed` (after all finish) if any failed."""
     pending = list(jobs)
     running: list[tuple[Job, subprocess.Popen, float, object]] = []
-    base_env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     done = 0
     while pending or running:
         while pending and len(running) < max(1, workers):
             job = pending.pop(0)
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(job.log_path, "w")
-            proc = subprocess.Popen(job.argv, cwd=cwd, env={**base_env, **job.env}, stdout=handle,
+            proc = subprocess.Popen(job.argv, cwd=cwd, env=env, stdout=handle,
                                     stderr=subprocess.STDOUT)
             running.append((job, proc, time.time(), handle))
         time.sleep(0.2)
@@ -95,37 +93,6 @@ def _raise_if_failed(jobs: list[Job]) -> None:
 
 
 # ----------------------------------------------------------------- train.py jobs in long-lived workers
-def parse_echoed_argvs(output: bytes) -> list[list[str]]:
-    """Split a protocol script's echo-mode stdout into train.py argument vectors.
-
-    Each argument ends with a NUL byte and each vector with one more NUL (scripts/common.sh, echo_mode).
-    """
-    vectors: list[list[str]] = []
-    current: list[str] = []
-    fields = output.split(b"\0")
-    if fields[-1]:
-        raise ValueError(f"echo-mode output does not end with a NUL byte: {output[-200:]!r}")
-    for raw in fields[:-1]:
-        if raw:
-            current.append(os.fsdecode(raw))
-        elif current:
-            vectors.append(current)
-            current = []
-    if current:
-        raise ValueError(f"echo-mode output ends inside an argument vector: {current}")
-    return vectors
-
-
-def echo_train_argvs(command: list[str], env: dict, cwd: Path) -> list[list[str]]:
-    """The train.py argument vectors that `command` (a protocol script) would run; [] if it skips them."""
-    full_env = {**os.environ, **{k: str(v) for k, v in env.items()}, "TRAIN_PY_ECHO": "1"}
-    result = subprocess.run(command, cwd=cwd, env=full_env, capture_output=True)
-    if result.returncode != 0:
-        raise JobFailed(f"{' '.join(command)} (echo mode) exited {result.returncode}:\n"
-                        f"{result.stderr.decode(errors='replace')[-2000:]}")
-    return parse_echoed_argvs(result.stdout)
-
-
 def _call_logged(fn: Callable[[], int], log_path: str) -> tuple[int, str]:
     """Run ``fn()`` with stdout and stderr (Python's and the native ones) in `log_path`.
 

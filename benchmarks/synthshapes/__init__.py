@@ -2,5 +2,5 @@
 
 Modules: `world` (shapes, colours, renderer, domain shifts), `captions`, `dataset_writer` (CoOp layout),
 `tiny_clip` (model sizes, initial state dicts), `pretrain` (contrastive pretraining into the cache),
-`cache`, `jobs` (runs the protocol scripts), `plots`, `benchmark` (the one-command pipeline).
+`cache`, `jobs` (train.py runs in warm worker processes), `plots`, `benchmark` (the one-command pipeline).
 """

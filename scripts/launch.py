@@ -1,0 +1,189 @@
+"""The protocol scripts' command line: ``python -m scripts.launch <script> ARGS`` (scripts/<script>.sh run it
+from the repository root).
+
+It prints the script's usage on wrong arguments (exit 2), reads the environment into `runs.Settings`,
+asks `scripts.runs` for the call's `RunSpec` (every check happens there: ``error: ...``, exit 2), then
+carries it out: each train.py run in turn (``python train.py ARGV``, stopping at the first failure, whose
+exit status it returns), then the spec's finishing step. ``run_all`` loops over datasets x seeds x shots
+x trainers and prints the results table.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from typing import Callable, Mapping, Sequence
+
+from scripts import runs
+from scripts.runs import PROTOCOLS, REPO_ROOT, RunSpec, ScriptError, Settings
+
+_SHARED_ENV = """\
+  DATA          data root holding the dataset folders        [./data]
+  TRAINER       PromptKD_RSM | PromptKD | Simple | Simple_RSM [PromptKD_RSM]
+  SHOTS         unlabelled shots per class, or 'full'         [16]
+  CFG           configs/trainers/<TRAINER>/<CFG>.yaml         [{cfg}]"""
+
+USAGES = {
+    "base2new_train": f"""\
+usage: scripts/base2new_train.sh <dataset> <seed>
+  e.g. bash scripts/base2new_train.sh oxford_pets 1
+environment overrides (defaults in brackets):
+{_SHARED_ENV.format(cfg=PROTOCOLS["base2new_train"].cfg)}
+  KD_WEIGHT     KD loss weight                                [PromptKD's per-dataset weight, trainers/config.py]
+  TEACHER_ROOT  folder with <DATASET.NAME>/VLPromptLearner/   [the config default, teacher_model]
+  OUTPUT_ROOT   where runs are written                        [output]
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs (no spaces inside values)
+  RUN_TAG       suffix for the run folder (default: derived from EXTRA_OPTS)
+A run whose results.json exists is skipped.""",
+    "base2new_test": """\
+usage: scripts/base2new_test.sh <dataset> <seed>
+  Evaluates output/base2new/train_base/<dataset>/shots_<SHOTS>/<TRAINER>/<CFG>/seed<seed>:
+  Base = TEST.SPLIT val (base classes), New = TEST.SPLIT test (new classes).
+environment overrides: DATA, TRAINER, SHOTS, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, RUN_TAG
+  (the same values as for base2new_train.sh), and
+  LOAD_EPOCH    evaluate model.pth.tar-<LOAD_EPOCH> instead of model-best.pth.tar""",
+    "xd_train": f"""\
+usage: scripts/xd_train.sh <dataset> <seed>
+  e.g. bash scripts/xd_train.sh dtd 1
+environment overrides (defaults in brackets):
+{_SHARED_ENV.format(cfg=PROTOCOLS["xd_train"].cfg)}
+  KD_WEIGHT     KD loss weight                                [PromptKD's ImageNet weight, trainers/config.py]
+  TEACHER_ROOT  folder holding ImageNet-xd/VLPromptLearner_large/  [the config default, teacher_model]
+  OUTPUT_ROOT   where runs are written                        [output]
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix
+A run whose results.json exists is skipped.""",
+    "teacher_train": f"""\
+usage: scripts/teacher_train.sh <dataset> <seed>
+  e.g. bash scripts/teacher_train.sh oxford_pets 1
+  Trains PromptSRC (ViT-L/14, 4+4 prompt tokens, depth 9) on the base classes with labels, then copies
+  the final (Gaussian-aggregated) checkpoint to
+    TEACHER_ROOT/<DATASET.NAME>/VLPromptLearner/model-best.pth.tar
+  With XD=1 it trains the cross-dataset teacher on all classes (use imagenet) and installs it as
+    TEACHER_ROOT/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20
+environment overrides (defaults in brackets):
+  DATA          data root holding the dataset folders        [./data]
+  SHOTS         labelled shots per class                      [16]
+  CFG           configs/trainers/PromptSRC/<CFG>.yaml         [{PROTOCOLS["teacher_train"].cfg}]
+  TEACHER_ROOT  where the teacher checkpoint is installed     [{runs.DEFAULT_TEACHER_ROOT}]
+  OUTPUT_ROOT   where the training run is written             [output]
+  OVERWRITE     set to 1 to replace an installed teacher
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix""",
+    "zeroshot": """\
+usage: scripts/zeroshot.sh <dataset> [cfg]
+  cfg: configs/trainers/CoOp/<cfg>.yaml, one of vit_b16 (default), vit_b32 (ViT CLIPs only)
+  e.g. bash scripts/zeroshot.sh oxford_pets vit_b16
+environment overrides (defaults in brackets):
+  DATA          data root holding the dataset folders   [./data]
+  MODE          base2new: evaluate base and new classes and write results.json (Base / New / HM);
+                all: one evaluation over all classes    [base2new]
+  OUTPUT_ROOT   where runs are written                   [output]
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs (e.g. MODEL.BACKBONE.WEIGHTS path/to/ViT-B-16.pt)
+A run whose results.json exists is skipped, and so is a part (base, new, all) whose zeroshot.json exists.""",
+    "run_all": """\
+usage: scripts/run_all.sh [base2new|xd]
+environment overrides (defaults in brackets):
+  DATASETS      space-separated dataset keys   [the 11 base-to-new datasets; xd: the 10 targets]
+  SEEDS         space-separated seeds          [1 2 3]
+  SHOTS_LIST    space-separated shot settings  [16]
+  TRAINERS      space-separated trainers       [PromptKD_RSM]
+  plus everything base2new_train.sh / xd_train.sh read (DATA, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, ...)""",
+}
+ARITY = {"base2new_train": (2, 2), "base2new_test": (2, 2), "xd_train": (2, 2), "teacher_train": (2, 2),
+         "zeroshot": (1, 2)}
+RUN_ALL_PROTOCOLS = {"base2new": "base2new_train", "xd": "xd_train"}   # run_all.sh's argument -> protocol
+
+
+class UsageError(Exception):
+    """Wrong arguments for a script: its usage is printed (exit 2)."""
+
+
+def say(line: str) -> None:
+    """Progress for the user, flushed before a child process writes to the same stream."""
+    print(line, flush=True)
+
+
+def train_command(argv: Sequence[str]) -> list[str]:
+    """The command line that starts one train.py run with this interpreter."""
+    return [sys.executable, "train.py", *argv]
+
+
+def execute(spec: RunSpec, report: Callable[[str], None] = say) -> int:
+    """Carry out a RunSpec from the repository root; 0, or the exit status of the first failed train.py."""
+    for note in spec.notes:
+        report(note)
+    for run in spec.runs:
+        report(run.message)
+        code = subprocess.call(train_command(run.argv), cwd=REPO_ROOT)
+        if code:
+            return code
+    if spec.finish is not None:
+        report(spec.finish())
+    return 0
+
+
+def build(script: str, args: Sequence[str], settings: Settings) -> RunSpec:
+    """The RunSpec of `scripts/<script>.sh ARGS`; UsageError on a wrong argument count or -h/--help."""
+    low, high = ARITY[script]
+    if not low <= len(args) <= high or any(a in ("-h", "--help") for a in args):
+        raise UsageError(script)
+    return runs.BUILDERS[script](*args, settings=settings)
+
+
+def run_protocol(script: str, args: Sequence[str], settings: Settings) -> int:
+    """Check and run one protocol call; errors are printed as one `error:` line (exit status 2)."""
+    try:
+        return execute(build(script, args, settings))
+    except ScriptError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+
+
+def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
+    """Every dataset x seed x shots x trainer of one protocol (resumable: finished runs are skipped; a
+    failure is reported and the loop goes on), then the results table; 1 when any run failed."""
+    if len(args) > 1 or (args and args[0] not in RUN_ALL_PROTOCOLS):
+        raise UsageError("run_all")
+    name = args[0] if args else "base2new"
+    protocol = PROTOCOLS[RUN_ALL_PROTOCOLS[name]]
+    settings = Settings.from_env(env)
+
+    def listed(variable: str, default: Sequence[str]) -> list[str]:
+        return (env.get(variable) or " ".join(default)).split()
+
+    failed = []
+    for trainer in listed("TRAINERS", [protocol.trainer]):
+        for shots in listed("SHOTS_LIST", ["16"]):
+            for dataset in listed("DATASETS", protocol.datasets):
+                for seed in listed("SEEDS", ["1", "2", "3"]):
+                    say(f"=== {name}: {trainer} {dataset} shots={shots} seed={seed}")
+                    if run_protocol(protocol.name, [dataset, seed], replace(settings, trainer=trainer, shots=shots)):
+                        failed.append(f"{trainer} {dataset} shots={shots} seed={seed}")
+    say("")
+    subprocess.call([sys.executable, "tools/parse_results.py", settings.output_root], cwd=REPO_ROOT)
+    if failed:
+        print(f"Failed runs ({len(failed)}); rerun this script to retry them:", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in USAGES:
+        print(f"usage: python -m scripts.launch {{{'|'.join(USAGES)}}} ARGS", file=sys.stderr)
+        return 2
+    script, args = argv[0], argv[1:]
+    try:
+        if script == "run_all":
+            return run_all(args, os.environ)
+        return run_protocol(script, args, Settings.from_env())
+    except UsageError as error:
+        print(USAGES[str(error)], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
