@@ -89,14 +89,14 @@ class CoOpReader(DatasetBase):
                   f"the raw files, {found}. It may differ from the published split (numbers not comparable "
                   f"to papers): put CoOp's {self.split_file} in {self.dataset_dir} to use it.")
             return read_split_json(found, self.split_prefix, self.name)
-        print(f"Warning: {self.name}: split file {self.split_path} not found; rebuilding the split from the raw "
-              f"annotations or class folders (SEED {seed}). It may differ from the published split (numbers not "
-              f"comparable to papers): put CoOp's {self.split_file} in {self.dataset_dir} to use it.")
         try:
             train, val, test = self.build_split()
         except UserError as exc:
             raise UserError(f"{self.name}: split file not found: expected a file at {self.split_path}, "
                             f"and it cannot be rebuilt from the raw annotations ({exc})") from None
+        print(f"Warning: {self.name}: split file {self.split_path} not found; rebuilt the split from the raw "
+              f"annotations or class folders (SEED {seed}). It may differ from the published split (numbers not "
+              f"comparable to papers): put CoOp's {self.split_file} in {self.dataset_dir} to use it.")
         self.cache_location.write(self.split_file,
                                   lambda path: write_split_json(train, val, test, path, self.split_prefix))
         return train, val, test

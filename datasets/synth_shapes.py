@@ -1,6 +1,6 @@
 """SynthShapes: the CPU-sized synthetic benchmark (40 colour x shape classes, 32x32 images).
 
-Written by `python -m tools.synthshapes.dataset_writer <root>` in the CoOp layout:
+Written by `python -m benchmarks.synthshapes.dataset_writer <root>` in the CoOp layout:
 ``<root>/synth_shapes_<variant>/images/<class_folder>/*.png`` + ``split_zhou_SynthShapes.json``.
 One registered reader per variant, so each variant has its own ``DATASET.NAME`` (and its own rows
 in the result tables): ``SynthShapes`` (clean images), ``SynthShapesNoisy`` (very low contrast,
@@ -27,7 +27,7 @@ class SynthShapes(CoOpReader):
     def build_split(self):
         raise UserError(
             f"{self.name}: no split file at {self.split_path}. SynthShapes is rendered, not downloaded: "
-            f"run `python -m tools.synthshapes.dataset_writer <DATASET.ROOT> --variants {self.variant}` "
+            f"run `python -m benchmarks.synthshapes.dataset_writer <DATASET.ROOT> --variants {self.variant}` "
             "(or `bash scripts/synth_benchmark.sh`, which does it for you).")
 
 

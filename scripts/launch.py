@@ -3,16 +3,19 @@ from the repository root).
 
 It prints the script's usage on wrong arguments (exit 2), reads the environment into `runs.Settings`,
 asks `scripts.runs` for the call's `RunSpec` (every check happens there: ``error: ...``, exit 2), then
-carries it out: each train.py run in turn (``python train.py ARGV``, stopping at the first failure, whose
-exit status it returns), then the spec's finishing step. ``run_all`` loops over datasets x seeds x shots
-x trainers and prints the results table.
+carries it out: each train.py run in turn, stopping at the first failure (whose exit status it returns),
+then the spec's finishing step. ``run_all`` makes one such call per dataset x seed x shots x trainer, each
+in its own process, and prints the results table.
+
+The runs of one call go through ``train.cli(argv)`` inside this process, exactly as ``python train.py
+ARGV`` would run them, so torch and the trainers are imported once per call (the KD-weight lookup needs
+them too) rather than once more per run.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
 from scripts import runs
@@ -103,18 +106,24 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def train_command(argv: Sequence[str]) -> list[str]:
-    """The command line that starts one train.py run with this interpreter."""
-    return [sys.executable, "train.py", *argv]
+def run_train(argv: Sequence[str]) -> int:
+    """One train.py run in this process, as ``python train.py ARGV``; its exit status."""
+    import train   # the repository root is this process's working directory and first import path
+
+    sys.argv = ["train.py", *argv]   # argparse's messages name train.py
+    try:
+        return train.cli(list(argv))
+    except SystemExit as stop:   # argparse rejected the arguments
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
 
 
 def execute(spec: RunSpec, report: Callable[[str], None] = say) -> int:
-    """Carry out a RunSpec from the repository root; 0, or the exit status of the first failed train.py."""
+    """Carry out a RunSpec; 0, or the exit status of the first failed train.py run."""
     for note in spec.notes:
         report(note)
     for run in spec.runs:
         report(run.message)
-        code = subprocess.call(train_command(run.argv), cwd=REPO_ROOT)
+        code = run_train(run.argv)
         if code:
             return code
     if spec.finish is not None:
@@ -140,8 +149,9 @@ def run_protocol(script: str, args: Sequence[str], settings: Settings) -> int:
 
 
 def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
-    """Every dataset x seed x shots x trainer of one protocol (resumable: finished runs are skipped; a
-    failure is reported and the loop goes on), then the results table; 1 when any run failed."""
+    """Every dataset x seed x shots x trainer of one protocol, each call in a fresh process with TRAINER and
+    SHOTS set (resumable: finished runs are skipped; a failure is reported and the loop goes on), then the
+    results table; 1 when any run failed."""
     if len(args) > 1 or (args and args[0] not in RUN_ALL_PROTOCOLS):
         raise UsageError("run_all")
     name = args[0] if args else "base2new"
@@ -157,7 +167,8 @@ def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
             for dataset in listed("DATASETS", protocol.datasets):
                 for seed in listed("SEEDS", ["1", "2", "3"]):
                     say(f"=== {name}: {trainer} {dataset} shots={shots} seed={seed}")
-                    if run_protocol(protocol.name, [dataset, seed], replace(settings, trainer=trainer, shots=shots)):
+                    command = [sys.executable, "-m", "scripts.launch", protocol.name, dataset, seed]
+                    if subprocess.call(command, cwd=REPO_ROOT, env={**env, "TRAINER": trainer, "SHOTS": shots}):
                         failed.append(f"{trainer} {dataset} shots={shots} seed={seed}")
     say("")
     subprocess.call([sys.executable, "tools/parse_results.py", settings.output_root], cwd=REPO_ROOT)

@@ -99,7 +99,7 @@ TRAINER:
     PROMPT_DEPTH_TEXT: 9
 """
 
-# Method YAMLs of promptkd.md §11 (values as listed there, written in the upstream style).
+# PromptKD's and PromptSRC's method YAMLs (their published values, written in the upstream style).
 METHOD_YAMLS = {
     "PromptKD/vit_b16_c2_ep20_batch8_4+4ctx": _vit_yaml(8, 0.005, 20, _promptkd(9), test_block=BEST_VAL),
     "PromptKD/vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets": _vit_yaml(8, 0.005, 20, _promptkd(3), test_block=BEST_VAL),
@@ -292,3 +292,53 @@ def test_keys_added_before_merge_are_accepted():
     cfg.TRAINER.RSM.WEIGHT = 0.1
     merge_opts(cfg, ["TRAINER.RSM.WEIGHT", "0.5"])
     assert cfg.TRAINER.RSM.WEIGHT == 0.5
+
+
+# ---------------------------------------------------------------- configuration identity
+def test_config_hash_is_sha256_of_the_printout_without_run_specific_keys():
+    import hashlib
+
+    from dassl.config import RUN_SPECIFIC_KEYS, config_hash
+
+    cfg = get_cfg_default()
+    cleared = cfg.clone()
+    cleared.SEED = cleared.OUTPUT_DIR = cleared.RESUME = cleared.DATASET.ROOT = None
+    assert config_hash(cfg) == hashlib.sha256(str(cleared).encode("utf-8")).hexdigest()[:12]
+    assert RUN_SPECIFIC_KEYS == ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT")
+
+    moved = cfg.clone()
+    moved.SEED, moved.OUTPUT_DIR, moved.RESUME, moved.DATASET.ROOT = 7, "elsewhere", "old_run", "/mnt/data"
+    assert config_hash(moved) == config_hash(cfg)
+    moved.OPTIM.LR = 0.5
+    assert config_hash(moved) != config_hash(cfg)
+
+
+def test_config_items_flatten_every_leaf_but_the_run_specific_keys():
+    from dassl.config import config_items
+
+    cfg = get_cfg_default()
+    cfg.SEED = 3
+    items = config_items(cfg)
+    assert items["OPTIM.LR"] == repr(cfg.OPTIM.LR) and items["INPUT.SIZE"] == repr(cfg.INPUT.SIZE)
+    assert items["DATALOADER.TRAIN_X.BATCH_SIZE"] == repr(cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+    assert not {"SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT"} & set(items)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in items.items())
+
+
+def test_differing_keys_and_their_description():
+    from dassl.config import config_items, describe_differences, differing_keys
+
+    a = get_cfg_default()
+    b = a.clone()
+    b.OPTIM.LR = 1.0
+    b.OPTIM.MAX_EPOCH = 3
+    assert differing_keys(config_items(a), config_items(b)) == ["OPTIM.LR", "OPTIM.MAX_EPOCH"]
+    assert differing_keys({"X": "1"}, {"Y": "1"}) == ["X", "Y"]
+    text = describe_differences(config_items(a), config_items(b))
+    assert text == f"OPTIM.LR (checkpoint {a.OPTIM.LR!r}, now 1.0), OPTIM.MAX_EPOCH (checkpoint {a.OPTIM.MAX_EPOCH}, now 3)"
+    many_saved = {f"K{i}": "0" for i in range(8)}
+    many_now = {f"K{i}": "1" for i in range(8)}
+    many_now["NEW"] = "2"
+    text = describe_differences(many_saved, many_now, limit=5)
+    assert text.endswith("and 4 more") and text.count("(checkpoint") == 5
+    assert "NEW (checkpoint absent, now 2)" in describe_differences({}, {"NEW": "2"})

@@ -10,7 +10,8 @@ import torch.nn as nn
 from dassl.config import get_cfg_default
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-# engine.md §11.3: PromptKD / PromptSRC ViT-L/14 teacher, E = 20, lr = 0.005 (4 significant digits).
+# Dassl's delayed cosine (docs/compatibility.md): PromptKD / PromptSRC ViT-L/14 teacher, E = 20, lr = 0.005
+# (4 significant digits).
 TABLE_E20_LR0005 = [
     1.0000e-05, 5.0000e-03, 4.9692e-03, 4.8776e-03, 4.7275e-03, 4.5225e-03, 4.2678e-03,
     3.9695e-03, 3.6350e-03, 3.2725e-03, 2.8911e-03, 2.5000e-03, 2.1089e-03, 1.7275e-03,

@@ -185,3 +185,147 @@ def test_compute_accuracy_topk():
     assert top1.shape == (1,) and top1.item() == pytest.approx(50.0)
     assert top2.item() == pytest.approx(75.0)
     assert compute_accuracy((output, None), target)[0].item() == pytest.approx(50.0)
+
+
+# ---------------------------------------------------------------- atomic writes: permissions, failures, leftovers
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    write_json({"a": 1}, str(tmp_path / "results.json"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_atomic_write_failures_name_the_file_and_the_fix(tmp_path):
+    import errno
+
+    from dassl.utils import OutputWriteError
+    from dassl.utils.tools import atomic_write
+
+    def disk_full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    with pytest.raises(OutputWriteError) as info:
+        atomic_write(str(tmp_path / "model.pth"), disk_full)
+    message = str(info.value)
+    assert str(tmp_path / "model.pth") in message and "No space left" in message and "is full" in message
+    assert isinstance(info.value, UserError) and isinstance(info.value, OSError)
+
+    def torch_writer_failure(tmp):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    with pytest.raises(OutputWriteError, match=r"model\.pth.*free\)"):
+        atomic_write(str(tmp_path / "model.pth"), torch_writer_failure)
+
+    def bug(tmp):
+        raise ValueError("a bug, not the disk")
+
+    with pytest.raises(ValueError, match="a bug"):
+        atomic_write(str(tmp_path / "model.pth"), bug)
+    assert os.listdir(tmp_path) == []  # no temporary file left by any of them
+
+
+def test_remove_stale_temporary_files_touches_only_interrupted_writes(tmp_path):
+    from dassl.utils import remove_stale_temporary_files
+
+    for name in (".model-best.pth.tar.ab12cd34.tmp", ".results.json.k_9x2m0q.tmp", "notes.tmp",
+                 ".model.tmp", "model-best.pth.tar"):
+        (tmp_path / name).write_text("x")
+    removed = remove_stale_temporary_files(str(tmp_path))
+    assert removed == [".model-best.pth.tar.ab12cd34.tmp", ".results.json.k_9x2m0q.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [".model.tmp", "model-best.pth.tar", "notes.tmp"]
+    assert remove_stale_temporary_files(str(tmp_path / "missing")) == []
+
+
+# ---------------------------------------------------------------- run lock
+def test_run_lock_is_exclusive_and_released(tmp_path):
+    import socket
+
+    from dassl.utils import FolderInUseError, RunLock
+
+    with RunLock(str(tmp_path / "out")) as lock:
+        owner = json.loads((tmp_path / "out" / "run.lock").read_text())
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        with pytest.raises(FolderInUseError, match="already used by a run in this process"):
+            RunLock(str(tmp_path / "out")).acquire()
+        assert lock.held
+    assert not (tmp_path / "out" / "run.lock").exists()
+    assert [p for p in os.listdir(tmp_path / "out")] == []  # no temporary file of the lock either
+
+    with pytest.raises(RuntimeError):
+        with RunLock(str(tmp_path / "out")):
+            raise RuntimeError("the run failed")
+    assert not (tmp_path / "out" / "run.lock").exists()
+
+
+def test_run_lock_takes_over_only_locks_known_to_be_stale(tmp_path, capsys):
+    import socket
+
+    from dassl.utils import FolderInUseError, RunLock
+
+    lock_file = tmp_path / "run.lock"
+    lock_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a reused pid
+    with RunLock(str(tmp_path)):
+        assert "stale lock" in capsys.readouterr().out
+    lock_file.write_text(json.dumps({"pid": os.getppid(), "host": "elsewhere"}))
+    with pytest.raises(FolderInUseError, match="elsewhere"):
+        RunLock(str(tmp_path)).acquire()
+    lock_file.write_text("{half a")
+    with pytest.raises(FolderInUseError, match="no readable owner"):
+        RunLock(str(tmp_path)).acquire()
+    assert lock_file.read_text() == "{half a"  # never removed by someone who does not own it
+
+
+# ---------------------------------------------------------------- logger on a failing disk
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_logger_survives_a_full_disk_with_one_warning():
+    import io
+
+    from dassl.utils import Logger
+
+    console = io.StringIO()
+    logger = Logger(console, open("/dev/full", "w", buffering=1))
+    for i in range(3):
+        logger.write(f"line {i}\n")
+        logger.flush()
+    text = console.getvalue()
+    assert text.count("Warning: cannot write the log file") == 1 and "No space left" in text
+    assert "line 0\n" in text and "line 2\n" in text  # the console still gets everything
+
+
+def test_close_logger_can_discard_the_log(tmp_path):
+    from dassl.utils import log_path
+
+    path = setup_logger(str(tmp_path))
+    assert log_path() == path
+    print("a failed start")
+    close_logger(discard=True)
+    assert not os.path.exists(path) and log_path() is None
+
+
+# ---------------------------------------------------------------- one-line failures
+def test_expected_failure_lines():
+    import errno
+
+    from torch._utils import ExceptionWrapper
+
+    from dassl.utils import expected_failure_line, unexpected_failure_line, worker_traceback
+
+    try:
+        read_image("/no/such/dir/img.png")
+    except UserError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(UserError) as info:
+        wrapped.reraise()  # what the main process receives from a loader worker
+    assert "Original Traceback" in str(info.value)
+    assert expected_failure_line(info.value) == 'Image file not found: "/no/such/dir/img.png"'
+    assert "read_image" in worker_traceback(info.value)
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/log.txt")
+    assert expected_failure_line(full).startswith('Cannot write "/out/log.txt" (No space left on device)')
+    denied = PermissionError(errno.EACCES, "Permission denied", "/out")
+    assert '"/out" (Permission denied)' in expected_failure_line(denied)
+    assert expected_failure_line(FileNotFoundError(errno.ENOENT, "No such file", "/x")) == \
+        'File or folder not found: "/x"'
+    assert expected_failure_line(RuntimeError("boom")) is None
+    assert unexpected_failure_line(KeyError("k"), "/out/log.txt") == \
+        "unexpected KeyError: 'k'; the full traceback is in /out/log.txt"

@@ -1,10 +1,14 @@
-"""The protocol shell scripts: usage on bad arguments, early checks, skipping finished runs."""
+"""The protocol scripts (scripts/*.sh over scripts/launch.py and scripts/runs.py): usage on bad arguments,
+early checks, run folders, the train.py arguments of each protocol, skipping finished runs."""
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from scripts import launch, runs
+from scripts.runs import RunSpec, ScriptError, Settings, TrainRun
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["base2new_train.sh", "base2new_test.sh", "xd_train.sh", "teacher_train.sh", "zeroshot.sh"]
@@ -116,9 +120,6 @@ def test_base2new_script_end_to_end(tmp_path):
 
 
 # ----------------------------------------------------------------------------- scripts/runs.py (in-process)
-from scripts import launch, runs  # noqa: E402
-from scripts.runs import RunSpec, ScriptError, Settings, TrainRun  # noqa: E402
-
 
 def test_base2new_train_argv_and_skipping_a_finished_run(tmp_path):
     (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
@@ -275,11 +276,11 @@ def test_base2new_test_evaluates_base_and_new(tmp_path):
 def test_execute_stops_at_the_first_failed_run(tmp_path, monkeypatch):
     commands = []
 
-    def fake_command(argv):
+    def fake_train(argv):
         commands.append(list(argv))
-        return [sys.executable, "-c", f"import sys; sys.exit({argv[0]})"]
+        return int(argv[0])
 
-    monkeypatch.setattr(launch, "train_command", fake_command)
+    monkeypatch.setattr(launch, "run_train", fake_train)
     finished = []
     spec = RunSpec("x", "d", tmp_path, runs=(TrainRun(("0",), tmp_path, "first"), TrainRun(("3",), tmp_path, "second"),
                                              TrainRun(("0",), tmp_path, "third")),

@@ -1,4 +1,4 @@
-"""KD loss against a hand computation of PromptKD's normalisation (promptkd.md §5)."""
+"""KD loss against a hand computation of PromptKD's normalisation (PromptKD quirk 7, docs/compatibility.md)."""
 import math
 
 import pytest

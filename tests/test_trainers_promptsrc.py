@@ -12,7 +12,7 @@ from trainers.promptsrc import PromptSRCCLIP, gaussian_weights, template_text_fe
 def test_gaussian_weights_match_promptsrc_table():
     w = gaussian_weights(20, 15, 1)
     assert sum(w) == pytest.approx(1.0)
-    # promptkd.md §15.4 (1-based epochs)
+    # GPA weights for mean 15, std 1, 20 epochs (1-based epochs)
     for epoch, value in {13: 0.0540, 14: 0.2420, 15: 0.3989, 16: 0.2420, 12: 0.0044}.items():
         assert w[epoch - 1] == pytest.approx(value, abs=1e-4)
     assert gaussian_weights(1, 15, 1) == [1.0]  # far from the mean: no underflow to 0/0

@@ -75,3 +75,49 @@ def test_rsm_construction_leaves_global_rng_untouched_and_is_seeded():
     ):
         assert torch.equal(a, b), name
         assert not torch.equal(a, c), name
+
+
+def _rsm_cfg(**values):
+    from trainers.config import default_config
+
+    cfg = default_config()
+    cfg.SEED = 3
+    for key, value in values.items():
+        cfg.TRAINER.RSM[key] = value
+    return cfg
+
+
+@pytest.mark.parametrize("key,value,rule", [("WEIGHT", -1.0, ">= 0"), ("DIM", 0, "> 0"), ("HIDDEN", -2, ">= 0"),
+                                            ("IMAGE_FEATURE", "pixels", "one of")])
+def test_term_validates_each_key_once_naming_it(key, value, rule):
+    from dassl.utils import UserError
+    from trainers.rsm import RSMTerm
+
+    with pytest.raises(UserError) as info:
+        RSMTerm.from_cfg(_rsm_cfg(**{key: value}))
+    assert f"TRAINER.RSM.{key}" in str(info.value) and rule in str(info.value)
+
+
+def test_term_picks_the_configured_feature_and_is_skipped_at_weight_zero():
+    from trainers.rsm import RSMTerm
+
+    term = RSMTerm.from_cfg(_rsm_cfg(WEIGHT=2.0, DIM=4, IMAGE_FEATURE="backbone"))
+    module = term.build_module(projected_dim=6, backbone_dim=3, text_dim=5)
+    assert module.phi_v[0].in_channels == 3  # the backbone width, not the projected one
+    backbone, projected, text = torch.randn(4, 3), torch.randn(4, 6), torch.randn(7, 5)
+    loss, summary = term.loss(module, backbone, projected, text)
+    assert torch.allclose(loss, 2.0 * module(backbone, text))
+    assert set(summary) == {"rsm", "H", "max_p"} and not summary["H"].requires_grad
+    off = RSMTerm.from_cfg(_rsm_cfg(WEIGHT=0.0))
+    assert off.loss(off.build_module(6, 3, 5), backbone, projected, text) is None
+    assert "off (WEIGHT 0" in off.describe()
+
+
+def test_rsm_keys_on_a_trainer_without_rsm_are_reported():
+    from trainers.rsm import describe_unused_keys
+
+    assert describe_unused_keys(_rsm_cfg()) is None
+    cfg = _rsm_cfg(WEIGHT=10.0)
+    cfg.TRAINER.NAME = "PromptKD"
+    note = describe_unused_keys(cfg)
+    assert "WEIGHT=10.0" in note and "PromptKD has no RSM term" in note

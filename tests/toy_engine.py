@@ -21,8 +21,10 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import write_json
 
 CLASSNAMES = ["red", "green", "blue"]
+RESULTS_FILE = "results.json"
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 50, 230)]
 
 
@@ -69,11 +71,16 @@ class ToyLinearProbe(TrainerX):
     """A linear classifier on raw pixels, trained with SGD + warm-up cosine like the prompt trainers.
 
     ``stop_after_epoch`` (class attribute) simulates a kill right after that many epochs.
+    Like the distillation trainers it keeps a per-epoch evaluation record (``val_by_epoch``, saved and
+    restored through the engine's ``run_state`` hooks) and writes ``OUTPUT_DIR/results.json``
+    (best val, per-epoch val, final test accuracy) at the end, so resume tests can compare results.
     """
 
     stop_after_epoch = None
 
     def build_model(self):
+        self.val_by_epoch = {}
+        self.final_test = None
         height, width = self.cfg.INPUT.SIZE
         self.model = nn.Sequential(nn.Flatten(), nn.Linear(3 * height * width, self.num_classes))
         self.model.to(self.device)
@@ -90,6 +97,29 @@ class ToyLinearProbe(TrainerX):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return {"loss": loss, "acc": compute_accuracy(output, label)[0].item()}
+
+    def test(self, split=None):
+        result = super().test(split)
+        if split == "val":
+            self.val_by_epoch[self.epoch + 1] = float(result)
+        return result
+
+    def run_state(self):
+        return {"val_by_epoch": {str(epoch): acc for epoch, acc in self.val_by_epoch.items()}}
+
+    def load_run_state(self, state):
+        self.val_by_epoch = {int(epoch): float(acc) for epoch, acc in state["val_by_epoch"].items()}
+
+    def test_final_model(self):
+        self.final_test = float(super().test_final_model())
+        return self.final_test
+
+    def after_train(self):
+        super().after_train()
+        if self.final_test is not None:
+            write_json({"best_val": float(self.best_result), "final_test": self.final_test,
+                        "val_by_epoch": {str(e): a for e, a in sorted(self.val_by_epoch.items())}},
+                       osp.join(self.output_dir, RESULTS_FILE))
 
     def save_resume_point(self):
         super().save_resume_point()

@@ -1,7 +1,7 @@
 """Opt-in, process-level cache of transformed images (``DATALOADER.CACHE_IMAGES``).
 
 Why: with a deterministic transform an image becomes the same tensor at every access, yet each epoch,
-each evaluation and each run in a long-lived process (e.g. tools/synthshapes' in-process train.py
+each evaluation and each run in a long-lived process (e.g. benchmarks/synthshapes' in-process train.py
 workers) opens, decodes, resizes and normalises it again. For small images that is a large part of a
 run. With the key on, `DatasetWrapper` transforms each image once and later accesses, also those of
 other `DataManager` instances in the same process, take the stored tensor (a copy of it).

@@ -40,7 +40,8 @@ class NonFiniteError(UserError):
 
 @dataclass(frozen=True)
 class NonFiniteFinding:
-    """Where the first non-finite value appeared: 0-based epoch and batch, tensor name, its value."""
+    """Where the first non-finite value appeared: 0-based epoch and batch, tensor name, its value
+    (the loss itself, or a parameter's max-abs: NaN or +inf, the sign of an infinite weight is not kept)."""
 
     epoch: int
     batch: int

@@ -216,7 +216,8 @@ class TrainerBase:
         if finding.tensor == LOSS_NAME:
             what = f"the loss is {finding.describe_value()}"
         else:
-            what = f"parameter {finding.tensor} holds {finding.describe_value()} values after the optimiser step"
+            kind = "NaN" if finding.describe_value() == "NaN" else "infinite"
+            what = f"parameter {finding.tensor} holds {kind} values after the optimiser step"
         return (f"Training diverged at epoch {epoch}, step {step}: {what}. Nothing of this epoch was "
                 f"evaluated or saved; {self._last_good_checkpoint()}. Lower OPTIM.LR (or check the data and "
                 "the loss weights) and train into a new --output-dir")

@@ -26,16 +26,17 @@ __all__ = ["setup_logger", "close_logger", "Logger", "log_path", "log_failure", 
 class _LogFile:
     """The open log file shared by the stdout and stderr tees; gives up quietly after a failure."""
 
-    def __init__(self, path: str, stream: IO[str]) -> None:
+    def __init__(self, path: str, stream: IO[str], warn_to: IO[str]) -> None:
         self.path = path
         self.stream: Optional[IO[str]] = stream
+        self.warn_to = warn_to  # the console stream that gets the one warning (stderr)
         self.failure: Optional[OSError] = None
 
     @property
     def usable(self) -> bool:
         return self.stream is not None and not self.stream.closed
 
-    def _give_up(self, error: OSError, console: IO[str]) -> None:
+    def _give_up(self, error: OSError) -> None:
         self.failure = error
         stream, self.stream = self.stream, None
         try:
@@ -44,27 +45,27 @@ class _LogFile:
             pass  # the unflushed tail cannot be written either
         reason = error.strerror or str(error)
         try:
-            console.write(f'Warning: cannot write the log file "{self.path}" ({reason}); '
-                          "from here on this run prints to the console only\n")
+            self.warn_to.write(f'Warning: cannot write the log file "{self.path}" ({reason}); '
+                               "from here on this run prints to the console only\n")
         except OSError:
             pass
 
-    def write(self, text: str, console: IO[str]) -> None:
+    def write(self, text: str) -> None:
         if not self.usable:
             return
         try:
             self.stream.write(text)
         except OSError as error:
-            self._give_up(error, console)
+            self._give_up(error)
 
-    def flush(self, console: IO[str]) -> None:
+    def flush(self) -> None:
         if not self.usable:
             return
         try:
             self.stream.flush()
             os.fsync(self.stream.fileno())
         except OSError as error:
-            self._give_up(error, console)
+            self._give_up(error)
 
     def close(self) -> None:
         if self.stream is None:
@@ -85,7 +86,8 @@ class Logger:
 
     def __init__(self, console: IO[str], log_file, skip_redraws: bool = False) -> None:
         self.console = console
-        self.log = log_file if isinstance(log_file, _LogFile) else _LogFile(getattr(log_file, "name", "?"), log_file)
+        self.log = log_file if isinstance(log_file, _LogFile) else \
+            _LogFile(getattr(log_file, "name", "?"), log_file, warn_to=console)
         self.skip_redraws = skip_redraws
 
     @property
@@ -95,12 +97,12 @@ class Logger:
     def write(self, msg: str) -> int:
         self.console.write(msg)
         if not (self.skip_redraws and msg.startswith("\r")):
-            self.log.write(msg, self.console)
+            self.log.write(msg)
         return len(msg)
 
     def flush(self) -> None:
         self.console.flush()
-        self.log.flush(self.console)
+        self.log.flush()
 
     def isatty(self) -> bool:
         return self.console.isatty()
@@ -139,9 +141,8 @@ def write_to_log(text: str) -> bool:
     """Write `text` to the active log file only (not the console); False when there is no usable log."""
     if _active is None or not _active["log"].usable:
         return False
-    console = _active["err"].console
-    _active["log"].write(text if text.endswith("\n") else text + "\n", console)
-    _active["log"].flush(console)
+    _active["log"].write(text if text.endswith("\n") else text + "\n")
+    _active["log"].flush()
     return _active["log"].usable
 
 
@@ -187,7 +188,7 @@ def setup_logger(output: Optional[str] = None) -> Optional[str]:
     wanted = fpath
     fpath = _free_log_path(fpath)
     stream = open(fpath, "w", encoding="utf-8", buffering=1)  # line-buffered: `tail -f` works
-    log = _LogFile(fpath, stream)
+    log = _LogFile(fpath, stream, warn_to=sys.stderr)
     out = Logger(sys.stdout, log)
     err = Logger(sys.stderr, log, skip_redraws=True)
     sys.stdout, sys.stderr = out, err

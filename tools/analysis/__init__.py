@@ -1,0 +1,8 @@
+"""Analysis of trained distillation runs: the computations behind ``tools/analyze.py`` and ``tools/plot_shots.py``.
+
+- ``extra``: the check that the optional ``analysis`` extra (scikit-learn, matplotlib) is installed;
+- ``run``: rebuild a run's trainer from its ``config.yaml`` and load its checkpoint;
+- ``features``: extract the student's image features on the evaluation images (``FeatureSet``, ``features.npz``);
+- ``metrics``: separability numbers, effective rank and one-vs-rest ANOVA F-scores;
+- ``plots``: the t-SNE panels, the F-score heat maps and the shot curves (matplotlib, no display needed).
+"""
