@@ -7,6 +7,20 @@ PromptSRC / PromptKD carry the names those projects use (``visual.VPT``,
 ``visual.transformer.resblocks.<i>.VPT_shallow``,
 ``transformer.resblocks.<i>.VPT_shallow``) so their checkpoints load too.
 
+Two kinds of deep prompts:
+
+* owned (``design_details["trainer"]`` ``"IVLP"`` / ``"VPT"``): the towers hold
+  the prompt parameters themselves, as above;
+* coupled (``"MaPLe"``): the towers hold no prompt parameters; MaPLe's prompt
+  learner computes the prompts (the visual ones are projections of the text
+  ones) and passes them in: ``encode_image(image, prompts, deep_prompts)`` and
+  ``encode_text_from_embeddings(embeddings, tokens, deep_prompts)``. Each
+  prompt tensor has ``maple_length`` rows and is shared by the whole batch.
+
+Either way the same positions are used: visual prompts are appended after the
+patch tokens and the text context sits right after the start token; block
+``i`` (``1 <= i < depth``) replaces them with its own prompt ``i - 1``.
+
 Design decisions:
 
 * Parameters stay float32; mixed precision is the trainer's job (autocast).
@@ -24,7 +38,7 @@ Design decisions:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +47,7 @@ from torch import nn
 HEAD_WIDTH = 64  # every OpenAI CLIP tower uses 64-dimensional attention heads
 PROMPT_INIT_STD = 0.02
 PROMPT_TRAINERS = ("IVLP", "VPT")
+COUPLED_PROMPT_TRAINERS = ("MaPLe",)
 PLAIN_TRAINERS = ("CoOp", "CoCoOp", "ZeroshotCLIP", "CLIP")
 SCALAR_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -85,10 +100,11 @@ class SelfAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN transformer block, optionally owning a deep prompt ``VPT_shallow``.
 
-    A prompted block replaces the prompt tokens of the incoming sequence with its
-    own ``VPT_shallow`` before attention: for the vision tower the *last*
-    ``n_prompts`` tokens, for the text tower positions ``1 .. n_prompts`` (right
-    after the start token).
+    A prompted block replaces the prompt tokens of the incoming sequence before
+    attention, with its own ``VPT_shallow`` or with prompts passed to
+    ``forward`` (MaPLe): for the vision tower the *last* ``n`` tokens, for the
+    text tower positions ``1 .. n`` (right after the start token), where ``n``
+    is the number of prompt rows.
     """
 
     def __init__(self, width: int, heads: int, n_prompts: int = 0,
@@ -110,16 +126,19 @@ class ResidualAttentionBlock(nn.Module):
         if n_prompts > 0:
             self.VPT_shallow = nn.Parameter(torch.empty(n_prompts, width))
 
-    def _replace_prompts(self, x: torch.Tensor) -> torch.Tensor:
-        prompts = self.VPT_shallow.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
-        n = self.n_prompts
+    def _replace_prompts(self, x: torch.Tensor, prompts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if prompts is None:
+            prompts = self.VPT_shallow
+        n = prompts.shape[0]
+        prompts = prompts.to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
         if self.prompt_at == "end":
             return torch.cat([x[:-n], prompts], dim=0)
         return torch.cat([x[:1], prompts, x[1 + n:]], dim=0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.n_prompts:
-            x = self._replace_prompts(x)
+    def forward(self, x: torch.Tensor, prompts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``prompts`` ``(n, C)``: this block's coupled prompts (only for blocks without ``VPT_shallow``)."""
+        if prompts is not None or self.n_prompts:
+            x = self._replace_prompts(x, prompts)
         x = x + self.attn(self.ln_1(x), causal=self.causal)
         x = x + self.mlp(self.ln_2(x))
         return x
@@ -132,6 +151,10 @@ class Transformer(nn.Module):
     parameter (block 0's prompts come from the input: ``visual.VPT`` or the text
     prompt learner's context). Depth 0 or 1 gives no block parameters; a depth
     larger than ``layers`` prompts blocks ``1 .. layers-1``.
+
+    Coupled prompts: ``forward(x, deep_prompts)`` gives block ``i`` the prompt
+    ``deep_prompts[i - 1]`` for ``1 <= i <= len(deep_prompts)``; prompts beyond
+    the last block are not used (as in MaPLe, whose depth may exceed the layers).
     """
 
     def __init__(self, width: int, layers: int, heads: int, prompt_depth: int = 0,
@@ -148,9 +171,16 @@ class Transformer(nn.Module):
                 prompt_at=prompt_at, causal=causal)
             for i in range(layers)
         ])
+        self.owns_prompts = any(block.n_prompts for block in self.resblocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.resblocks(x)
+    def forward(self, x: torch.Tensor, deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        if not deep_prompts:
+            return self.resblocks(x)
+        if self.owns_prompts:
+            raise ValueError("this tower owns its deep prompts (VPT_shallow); it takes no coupled prompts")
+        for i, block in enumerate(self.resblocks):
+            x = block(x, deep_prompts[i - 1] if 0 < i <= len(deep_prompts) else None)
+        return x
 
 
 class VisionTransformer(nn.Module):
@@ -180,24 +210,38 @@ class VisionTransformer(nn.Module):
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(torch.empty(width, output_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prompts: Optional[torch.Tensor] = None,
+                deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """Image features ``(N, output_dim)``.
+
+        ``prompts`` ``(n, W)`` (coupled prompts, MaPLe) are appended after the patch tokens like
+        ``VPT``; ``deep_prompts`` replace them in blocks ``1 .. len(deep_prompts)``.
+        """
+        if prompts is not None and self.n_prompts:
+            raise ValueError("this vision tower owns its prompts (VPT); it takes no coupled prompts")
+        if deep_prompts and prompts is None:
+            raise ValueError("deep visual prompts replace the appended prompt tokens: pass `prompts` too")
         x = self.conv1(x)                                   # (N, W, g, g)
         x = x.flatten(2).transpose(1, 2)                    # (N, g*g, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1)
         x = x + self.positional_embedding.to(x.dtype)
-        if self.n_prompts:
-            prompts = self.VPT.to(x.dtype).expand(x.shape[0], -1, -1)
-            x = torch.cat([x, prompts], dim=1)
+        appended = self.VPT if self.n_prompts else prompts
+        if appended is not None:
+            x = torch.cat([x, appended.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
         x = self.ln_pre(x)
         # Sequence-first and contiguous: strided activations make every matmul copy.
-        x = self.transformer(x.transpose(0, 1).contiguous())
+        x = self.transformer(x.transpose(0, 1).contiguous(), deep_prompts)
         x = self.ln_post(x[0])
         return x @ self.proj.to(x.dtype)
 
 
 class CLIP(nn.Module):
-    """Image and text towers with OpenAI's names, plus deep-prompt support."""
+    """Image and text towers with OpenAI's names, plus deep-prompt support.
+
+    ``coupled_prompts`` is MaPLe's prompt length (``design_details["maple_length"]``) when the model
+    takes coupled prompts, else 0.
+    """
 
     def __init__(self, embed_dim: int, image_resolution: int, vision_layers: int,
                  vision_width: int, vision_patch_size: int, context_length: int,
@@ -206,6 +250,7 @@ class CLIP(nn.Module):
         super().__init__()
         prompts = prompt_settings(design_details)
         self.design_details = dict(design_details) if design_details else None
+        self.coupled_prompts = prompts["maple_length"]
         self.context_length = context_length
         self.vocab_size = vocab_size
         self.visual = VisionTransformer(
@@ -231,9 +276,16 @@ class CLIP(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Image features ``(N, embed_dim)`` (not normalised)."""
-        return self.visual(image.type(self.dtype))
+    def encode_image(self, image: torch.Tensor, prompts: Optional[torch.Tensor] = None,
+                     deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """Image features ``(N, embed_dim)`` (not normalised).
+
+        ``prompts`` / ``deep_prompts``: MaPLe's coupled visual prompts (``(n, W)`` each), for a
+        model built with the MaPLe design.
+        """
+        if prompts is not None or deep_prompts:
+            self._check_coupled([prompts] if prompts is not None else [], deep_prompts)
+        return self.visual(image.type(self.dtype), prompts, deep_prompts)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """Text features ``(N, embed_dim)`` from token ids ``(N, context_length)``."""
@@ -241,15 +293,19 @@ class CLIP(nn.Module):
         return self.encode_text_from_embeddings(self.token_embedding(text), text)
 
     def encode_text_from_embeddings(self, prompt_embeddings: torch.Tensor,
-                                    tokenized_prompts: torch.Tensor) -> torch.Tensor:
+                                    tokenized_prompts: torch.Tensor,
+                                    deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         """Text features from token embeddings ``(N, L, D)`` (learned context included).
 
         ``tokenized_prompts`` ``(N, L)`` only locates the end-of-text token
-        (its id is the largest, so the argmax).
+        (its id is the largest, so the argmax). ``deep_prompts``: MaPLe's coupled text prompts
+        (``(n, D)`` each; the context occupies positions ``1 .. n`` of the embeddings).
         """
         self._check_context(prompt_embeddings.shape[1])
+        if deep_prompts:
+            self._check_coupled([], deep_prompts)
         x = prompt_embeddings + self.positional_embedding.to(prompt_embeddings.dtype)
-        x = self.transformer(x.transpose(0, 1).contiguous())         # (L, N, D)
+        x = self.transformer(x.transpose(0, 1).contiguous(), deep_prompts)  # (L, N, D)
         eot = tokenized_prompts.argmax(dim=-1).to(x.device)
         x = x[eot, torch.arange(x.shape[1], device=x.device)]         # (N, D)
         x = self.ln_final(x)  # per-token LayerNorm: applying it after the gather is equivalent
@@ -268,6 +324,17 @@ class CLIP(nn.Module):
                 f"text sequences have length {length} but this model's context length is "
                 f"{self.context_length}; tokenize with context_length={self.context_length}")
 
+    def _check_coupled(self, prompts: Sequence[torch.Tensor],
+                       deep_prompts: Optional[Sequence[torch.Tensor]]) -> None:
+        """Coupled prompts need the MaPLe design, and each must have ``maple_length`` rows."""
+        if not self.coupled_prompts:
+            raise ValueError("coupled prompts need a model built with design_details "
+                             "{'trainer': 'MaPLe', 'maple_length': n}")
+        for tensor in list(prompts) + list(deep_prompts or []):
+            if tensor.dim() != 2 or tensor.shape[0] != self.coupled_prompts:
+                raise ValueError(f"coupled prompts must have shape ({self.coupled_prompts}, width) "
+                                 f"(maple_length = {self.coupled_prompts}), got {tuple(tensor.shape)}")
+
     def prompt_parameter_names(self) -> list:
         """Names of the deep-prompt parameters (``VPT`` / ``VPT_shallow``)."""
         return [name for name, _ in self.named_parameters() if "VPT" in name]
@@ -281,24 +348,32 @@ class CLIP(nn.Module):
 
 
 def prompt_settings(design_details: Optional[Mapping]) -> dict:
-    """Normalise ``design_details`` into the four prompt numbers (all 0 = plain CLIP).
+    """Normalise ``design_details`` into the prompt numbers (all 0 = plain CLIP).
 
-    ``trainer`` ``"IVLP"`` / ``"VPT"`` enable deep prompts; ``"CoOp"``,
-    ``"CoCoOp"`` (and ``None``) give plain CLIP. MaPLe's coupled prompts live
-    in its prompt learner and are not implemented here.
+    ``trainer`` ``"IVLP"`` / ``"VPT"`` enable owned deep prompts (``vision_depth``,
+    ``language_depth``, ``vision_ctx``, ``language_ctx``); ``"MaPLe"`` builds towers that
+    take coupled prompts of ``maple_length`` rows (its prompt learner owns them, the
+    four numbers are ignored as in MaPLe); ``"CoOp"``, ``"CoCoOp"`` (and ``None``)
+    give plain CLIP.
     """
-    settings = {"vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0}
+    settings = {"vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0,
+                "maple_length": 0}
     if not design_details:
         return settings
     trainer = design_details.get("trainer")
-    if trainer == "MaPLe":
-        raise NotImplementedError("MaPLe coupled prompts are not supported by this clip package")
-    if trainer not in PROMPT_TRAINERS + PLAIN_TRAINERS and trainer is not None:
-        raise ValueError(f"design_details['trainer'] = {trainer!r} is unknown; "
-                         f"expected one of {PROMPT_TRAINERS + PLAIN_TRAINERS}")
+    known = PROMPT_TRAINERS + COUPLED_PROMPT_TRAINERS + PLAIN_TRAINERS
+    if trainer not in known and trainer is not None:
+        raise ValueError(f"design_details['trainer'] = {trainer!r} is unknown; expected one of {known}")
+    if trainer in COUPLED_PROMPT_TRAINERS:
+        length = int(design_details.get("maple_length", 0) or 0)
+        if length < 1:
+            raise ValueError(f"design_details for {trainer} needs 'maple_length' >= 1 (the number of "
+                             f"coupled prompt tokens, TRAINER.MAPLE.N_CTX), got {length}")
+        settings["maple_length"] = length
+        return settings
     if trainer not in PROMPT_TRAINERS:
         return settings
-    for key in settings:
+    for key in ("vision_depth", "language_depth", "vision_ctx", "language_ctx"):
         value = int(design_details.get(key, 0) or 0)
         if value < 0:
             raise ValueError(f"design_details[{key!r}] must be >= 0, got {value}")

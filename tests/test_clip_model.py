@@ -260,7 +260,7 @@ def test_build_model_rejects_bad_state_dicts(tiny_sd):
     resnet = {"visual.layer1.0.conv1.weight": torch.zeros(1)}
     with pytest.raises(NotImplementedError, match="ResNet"):
         build_model(resnet)
-    with pytest.raises(NotImplementedError, match="MaPLe"):
+    with pytest.raises(ValueError, match="maple_length"):  # MaPLe's design needs its prompt length
         build_model(tiny_sd, {"trainer": "MaPLe"})
     with pytest.raises(ValueError, match="unknown"):
         build_model(tiny_sd, {"trainer": "Nope"})

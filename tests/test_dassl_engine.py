@@ -249,3 +249,32 @@ def test_rerun_into_finished_folder_only_retests(data_root, tmp_path, capsys):
     assert "epoch [" not in out and "Finish training" in out
     assert second.start_epoch == 3
     assert all(torch.equal(model_weights(second)[k], first[k]) for k in first)
+
+
+def test_every_checkpoint_holds_the_full_resume_state(data_root, tmp_path):
+    cfg = toy_cfg(data_root, tmp_path / "out")
+    trainer = run(cfg)
+    for name in ("model-best.pth.tar", "model.pth.tar-3"):
+        saved = torch.load(tmp_path / "out" / "probe" / name, weights_only=True)
+        assert {"rng_state", "best_result", "precision", "run_state", "config_hash", "config_items"} <= set(saved)
+        assert saved["run_state"]["val_by_epoch"]  # the trainer's run_state hook
+    final = torch.load(tmp_path / "out" / "probe" / "model.pth.tar-3", weights_only=True)
+    assert final["best_result"] == trainer.best_result
+
+
+def test_stop_after_the_first_best_checkpoint_resumes_from_it_exactly(data_root, tmp_path, capsys):
+    """The stop the resume file alone could not cover: epoch 1's model-best and pointer are written, its
+    model-last is not. Resuming from model-best must restore random states, best result and run state."""
+    reference = run(toy_cfg(data_root, tmp_path / "full"))
+    cfg = toy_cfg(data_root, tmp_path / "stopped")
+    with pytest.raises(SimulatedKill):
+        run(cfg, stop_after_epoch=1)
+    os.remove(tmp_path / "stopped" / "probe" / "model-last.pth.tar")
+    assert (tmp_path / "stopped" / "probe" / "checkpoint").read_text() == "model-best.pth.tar\n"
+    capsys.readouterr()
+
+    resumed = run(cfg)
+    out = capsys.readouterr().out
+    assert "will resume training from model-best.pth.tar" in out and "Restored random-number states" in out
+    assert all(torch.equal(model_weights(resumed)[k], v) for k, v in model_weights(reference).items())
+    assert resumed.best_result == reference.best_result and resumed.val_by_epoch == reference.val_by_epoch

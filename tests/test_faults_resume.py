@@ -166,14 +166,18 @@ def test_reference_run_writes_every_file_atomically(setup):
     assert mode == 0o666 & ~umask  # not mkstemp's 0o600
 
 
-def test_kill_at_every_write_then_same_command_resumes_exactly(setup):
+def test_kill_at_every_write_then_same_command_resumes_exactly(setup, capsys):
     for n in range(1, len(setup["renamed"]) + 1):
         out = setup["root"] / f"kill{n}"
         argv = setup["argv"](out)
         assert _killed_at_rename(argv, out, n) == KILLED, f"rename {n}"
-        if n > 1:
-            assert (out / "run.lock").is_file()  # a kill leaves the lock: the next start finds it stale
+        # a kill leaves the lock and the finished-but-unrenamed temporary file behind
+        assert (out / "run.lock").is_file()
+        assert len([p for p in out.rglob(".*.tmp")]) == 1
+        capsys.readouterr()
         assert train.cli(argv) == 0, f"resume after a kill at rename {n}"
+        printed = capsys.readouterr().out
+        assert "removing the stale lock" in printed and "unfinished temporary file" in printed
         assert_same_outcome(setup["reference"], out)
 
 

@@ -234,3 +234,11 @@ def test_cross_protocol_uses_all_classes_and_writes_accuracy(world, tmp_path):
     assert results["protocol"] == "cross"
     assert set(results["best"]) == set(results["last"]) == {"epoch", "accuracy"}
     assert results["last"]["accuracy"] == pytest.approx(trainer.record.val_by_epoch[1], abs=1e-3)
+
+
+def test_results_record_the_real_shot_count_when_classes_have_fewer(world, tmp_path, capsys):
+    _run(world, "PromptKD", tmp_path / "shots", opts=["DATASET.NUM_SHOTS", 1000, "OPTIM.MAX_EPOCH", 1])
+    results = json.loads((tmp_path / "shots" / "results.json").read_text())
+    assert results["shots"] == 1000
+    counts = results["shots_per_class"]
+    assert 1 <= counts["min"] <= counts["max"] < 1000

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dassl.data.datasets import num_base_classes
+from dassl.data.transforms import require_deterministic_transforms
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, load_pretrained_weights
@@ -103,7 +104,7 @@ class DistillTrainer(TrainerX):
                   f"for {cfg.DATASET.NAME} (the protocol scripts pass it; set it to reproduce them)")
         self.cache_teacher = cache_teacher_features(cfg)
         if self.cache_teacher:
-            teacher_cache.check_deterministic_transforms(cfg)
+            require_deterministic_transforms(cfg, teacher_cache.CONFIG_KEY)
         self.rsm_term = RSMTerm.from_cfg(cfg) if self.USES_RSM else None
         if not self.USES_RSM:
             note = describe_unused_keys(cfg)
@@ -299,7 +300,12 @@ class DistillTrainer(TrainerX):
             for title, entry in (("Best-on-base model", best), ("Last-epoch model", last)):
                 print(f"=> {title}: epoch {entry['epoch']}, base {entry['base']:.2f}%, new {entry['new']:.2f}%, "
                       f"HM {entry['hm']:.2f}%")
-        path = write_results(self.output_dir, build_results(self.cfg, self.protocol, best, last))
+        results = build_results(self.cfg, self.protocol, best, last)
+        # The real per-class sample counts when DATASET.NUM_SHOTS asked for more than some class has.
+        shots_per_class = getattr(self.dm.dataset, "shots_per_class", None)
+        if shots_per_class is not None:
+            results["shots_per_class"] = shots_per_class
+        path = write_results(self.output_dir, results)
         print(f"Results written to {path}")
         return path
 

@@ -21,36 +21,16 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 
 from dassl.data.image_cache import INPUT_KEYS, file_identity
-from dassl.utils import UserError
 
 CONFIG_KEY = "TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES"
-# Training-transform choices that map an image to the same tensor every time; any other is random.
-DETERMINISTIC_TRANSFORMS = ("normalize", "instance_norm", "center_crop")
 MAX_STORES = 2
 
 _stores: "OrderedDict[tuple, Dict[str, torch.Tensor]]" = OrderedDict()
-
-
-def random_transforms(choices: Sequence[str]) -> List[str]:
-    """The entries of ``choices`` (INPUT.TRANSFORMS) that are not deterministic."""
-    return [c for c in choices if c not in DETERMINISTIC_TRANSFORMS]
-
-
-def check_deterministic_transforms(cfg) -> None:
-    """Refuse the cache when the training transform is random (the cached output would be stale)."""
-    if cfg.INPUT.NO_TRANSFORM:
-        return
-    found = random_transforms(cfg.INPUT.TRANSFORMS)
-    if found:
-        raise UserError(
-            f"{CONFIG_KEY} True needs a deterministic training transform, but INPUT.TRANSFORMS "
-            f"{list(cfg.INPUT.TRANSFORMS)} has random ops {found}. Set INPUT.TRANSFORMS to deterministic "
-            f"ones only ({list(DETERMINISTIC_TRANSFORMS)}, e.g. ['normalize']) or set {CONFIG_KEY} False.")
 
 
 def _identity(name_or_path: str) -> Tuple:

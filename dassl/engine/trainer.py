@@ -94,6 +94,7 @@ class TrainerBase:
         self._precision = Precision("fp32", "cpu")
         self._finite_guard = FiniteGuard("cpu")
         self._config_identity: Optional[Dict[str, Any]] = None
+        self._trainable_cache: Optional[List[Tuple[str, torch.Tensor]]] = None
         self.training_started = False  # set once before_train succeeded (a failure before is a failed start)
 
     # ------------------------------------------------------------------ models
@@ -107,6 +108,7 @@ class TrainerBase:
         self._models[name] = model
         self._optims[name] = optim
         self._scheds[name] = sched
+        self._trainable_cache = None
 
     def get_model_names(self, names: Names = None) -> List[str]:
         """All registered names (insertion order), or the given name(s) after checking them."""
@@ -147,8 +149,9 @@ class TrainerBase:
     def detect_anomaly(self, loss: torch.Tensor) -> None:
         """Raise `NonFiniteError` now if `loss` is NaN / inf (a host sync; the engine itself uses the guard)."""
         if not torch.isfinite(loss).all():
-            raise NonFiniteError(self._describe_divergence(NonFiniteFinding(
-                getattr(self, "epoch", 0), getattr(self, "batch_idx", 0), LOSS_NAME, float(loss.detach().float().sum()))))
+            finding = NonFiniteFinding(getattr(self, "epoch", 0), getattr(self, "batch_idx", 0), LOSS_NAME,
+                                       float(loss.detach().float().sum()))
+            raise NonFiniteError(self._describe_divergence(finding))
 
     def model_zero_grad(self, names: Names = None) -> None:
         for name in self.get_model_names(names):
@@ -179,14 +182,20 @@ class TrainerBase:
 
     # ------------------------------------------------------------------ non-finite values
     def named_trainable_parameters(self) -> List[Tuple[str, torch.Tensor]]:
-        """``(<model name>.<parameter name>, tensor)`` of every parameter an optimiser updates."""
-        named = []
-        for name in self.get_model_names():
-            if self._optims[name] is None or self._models[name] is None:
-                continue
-            named.extend((f"{name}.{pname}", p) for pname, p in self._models[name].named_parameters()
-                         if p.requires_grad)
-        return named
+        """``(<model name>.<parameter name>, tensor)`` of every parameter an optimiser updates.
+
+        Cached between epoch starts (the loop clears it), so the per-step check does not walk every
+        frozen parameter of a large backbone.
+        """
+        if self._trainable_cache is None:
+            named = []
+            for name in self.get_model_names():
+                if self._optims[name] is None or self._models[name] is None:
+                    continue
+                named.extend((f"{name}.{pname}", p) for pname, p in self._models[name].named_parameters()
+                             if p.requires_grad)
+            self._trainable_cache = named
+        return self._trainable_cache
 
     def has_trainable_weights(self) -> bool:
         """Whether any registered model has parameters that training would change."""
@@ -261,6 +270,7 @@ class TrainerBase:
         self.before_train()  # may move start_epoch (resume)
         self.training_started = True
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            self._trainable_cache = None  # requires_grad may change between epochs
             self.before_epoch()
             self.run_epoch()
             self.check_finite()  # before anything evaluates or saves this epoch's weights

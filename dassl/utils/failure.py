@@ -53,8 +53,10 @@ def _os_error_line(exc: OSError) -> Optional[str]:
     if exc.errno in NOT_WRITABLE_ERRNOS:
         return (f'Cannot use "{filename}" ({reason}): output folders must be writable (choose another '
                 f"--output-dir / OUTPUT_DIR) and input files readable")
-    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
-        return f'Cannot use "{filename}" ({reason}): a file and a folder have the same name; check the paths given'
+    if exc.errno == errno.ENOTDIR:
+        return f'Cannot use "{filename}" ({reason}): a part of this path is a file, not a folder; check the paths given'
+    if exc.errno == errno.EISDIR:
+        return f'Cannot use "{filename}" ({reason}): it is a folder where a file is expected; check the paths given'
     return None
 
 

@@ -152,6 +152,8 @@ def create_temporary_file(folder: str, target_name: str) -> str:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             continue
+        except OSError as exc:  # name the folder the user chose, not our temporary name
+            raise OSError(exc.errno, exc.strerror, folder) from exc
         os.close(fd)
         return path
     raise FileExistsError(f"No free temporary file name for {target_name!r} in {folder}")

@@ -60,13 +60,19 @@ def subsample(n_points: int, max_points: int, seed: int = TSNE_SEED) -> np.ndarr
 
 
 def class_colours(n_classes: int) -> np.ndarray:
-    """One RGBA colour per class: tab10 / tab20 for few classes, evenly spaced hues of turbo beyond."""
+    """One RGBA colour per class, neighbouring labels far apart in colour.
+
+    Up to 10 classes: tab10; up to 20: tab20's dark shades first, then its light ones; beyond: turbo
+    sampled at golden-ratio steps (so classes i and i + 1 never get similar hues).
+    """
     plt = _pyplot()
     if n_classes <= 10:
         return plt.get_cmap("tab10")(np.arange(n_classes))
     if n_classes <= 20:
-        return plt.get_cmap("tab20")(np.arange(n_classes))
-    return plt.get_cmap("turbo")(np.linspace(0.05, 0.95, n_classes))
+        order = np.concatenate([np.arange(0, 20, 2), np.arange(1, 20, 2)])[:n_classes]
+        return plt.get_cmap("tab20")(order)
+    positions = 0.05 + 0.9 * np.mod(np.arange(n_classes) * 0.6180339887, 1.0)
+    return plt.get_cmap("turbo")(positions)
 
 
 def _shared_limits(embeddings: Sequence[np.ndarray]) -> Tuple[Tuple[float, float], Tuple[float, float]]:
@@ -86,14 +92,17 @@ def plot_tsne(panels: Sequence[dict], classnames: Sequence[str], path: str) -> s
     xlim, ylim = _shared_limits([p["embedding"] for p in panels])
     with_class_legend = n_classes <= LEGEND_MAX_CLASSES
     width = 5.0 * len(panels) + (2.6 if with_class_legend else 0.4)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, 5.4), squeeze=False)
+    height = 5.4 if with_class_legend else 5.9
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, height), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         embedding, labels, is_new = panel["embedding"], np.asarray(panel["labels"]), np.asarray(panel["is_new"])
+        small = len(labels) < 2000
         for new, marker in ((False, "o"), (True, "^")):
             mask = is_new == new
             if mask.any():
                 ax.scatter(embedding[mask, 0], embedding[mask, 1], c=colours[labels[mask]], marker=marker,
-                           s=22 if len(labels) < 2000 else 6, linewidths=0.3, edgecolors="black", alpha=0.85)
+                           s=22 if small else 7, linewidths=0.3 if small else 0.0, edgecolors="black",
+                           alpha=0.85)
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
         ax.set_title(panel["title"], fontsize=10)
@@ -106,10 +115,11 @@ def plot_tsne(panels: Sequence[dict], classnames: Sequence[str], path: str) -> s
                    for i, name in enumerate(classnames)] + kinds
         axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
                            frameon=False, title="class")
+        fig.tight_layout()
     else:
-        axes[0, -1].legend(handles=kinds, loc="lower right", fontsize=8,
-                           title=f"{n_classes} classes, one colour each")
-    fig.tight_layout()
+        fig.legend(handles=kinds, loc="lower center", ncol=2, fontsize=9, frameon=False,
+                   title=f"{n_classes} classes, one colour each (too many to name)", title_fontsize=9)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
