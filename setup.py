@@ -33,7 +33,11 @@ setup(
         "Pillow",
         "PyYAML",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # tools/analyze.py and tools/plot_shots.py (t-SNE, F-scores, separability, figures)
+        "analysis": ["scikit-learn>=1.0", "matplotlib>=3.3"],
+    },
     license="MIT",
     classifiers=[
         "Programming Language :: Python :: 3",

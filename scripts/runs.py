@@ -124,7 +124,7 @@ class Protocol:
     these folders. `message` announces each run (the layout's fields plus {output_dir} and the builder's
     own). `opts` are the config options every run passes right after DATASET.NUM_SHOTS.
     """
-    name: str                            # scripts/<name>.sh
+    name: str                            # its key in PROTOCOLS; scripts/<name>.sh where a script offers it
     layout: str
     trainer: str                         # default TRAINER
     cfg: str                             # default CFG
@@ -137,6 +137,7 @@ class Protocol:
     takes_shots: bool = True             # SHOTS -> DATASET.NUM_SHOTS and the shots_<S> folder
     takes_seed: bool = True
     datasets: tuple[str, ...] = ()       # scripts/run_all.sh's default datasets
+    installs: str = ""                   # teacher training: where below TEACHER_ROOT the checkpoint goes
 
     def folder(self, settings: Settings, dataset: str, seed: str | None = None, *, trainer: str | None = None,
                cfg: str | None = None, part: str = "") -> str:
@@ -155,6 +156,8 @@ class Protocol:
 
 
 _FOLDER = "{dataset}/shots_{shots}/{trainer}/{cfg}{tag}/seed{seed}"
+_TEACHER = ("Train teacher: PromptSRC {cfg} on {dataset} ({subsample} classes, {shots} shots), seed {seed} "
+            "-> {output_dir}")
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("base2new_train", f"base2new/train_base/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx",
              "Run: {trainer} on {dataset}, seed {seed}, shots {shots}, KD_WEIGHT {kd_weight} -> {output_dir}",
@@ -167,21 +170,18 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "Run (cross-dataset): {trainer} on {dataset}, seed {seed}, shots {shots} -> {output_dir}",
              opts=("DATASET.SUBSAMPLE_CLASSES", "all", "TRAINER.MODAL", "cross", "TRAINER.PROMPTKD.TEMPERATURE", "1.0"),
              kd_weight=_cross_dataset_kd_weight, passes_teacher_root=True, datasets=CROSS_DATASET_TARGETS),
-    Protocol("teacher_train", f"teacher/base2new/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx",
-             "Train teacher: PromptSRC {cfg} on {dataset} ({subsample} classes, {shots} shots), seed {seed} -> {output_dir}",
-             opts=("DATASET.SUBSAMPLE_CLASSES", "base"), fixed_trainer=True),
-    Protocol("teacher_train_xd", f"teacher/xd/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx",
-             "Train teacher: PromptSRC {cfg} on {dataset} ({subsample} classes, {shots} shots), seed {seed} -> {output_dir}",
-             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), fixed_trainer=True),
+    Protocol("teacher_train", f"teacher/base2new/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx", _TEACHER,
+             opts=("DATASET.SUBSAMPLE_CLASSES", "base"), fixed_trainer=True,
+             installs="{name}/VLPromptLearner/model-best.pth.tar"),
+    Protocol("teacher_train_xd", f"teacher/xd/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx", _TEACHER,
+             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), fixed_trainer=True,
+             installs="ImageNet-xd/VLPromptLearner_large/model.pth.tar-20"),
     Protocol("teacher_test", f"teacher/base2new/{_FOLDER}/eval_{{part}}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx",
              "Evaluate teacher on {part} classes: {model_dir} -> {output_dir}", fixed_trainer=True),
     Protocol("zeroshot", "zeroshot/{dataset}/{trainer}/{cfg}{tag}", "ZeroshotCLIP", "vit_b16",
              "Zero-shot CLIP ({cfg}) on {dataset}, {part} classes -> {output_dir}",
              fixed_trainer=True, config_dir="CoOp", takes_shots=False, takes_seed=False),
 )}
-# Where teacher_train installs its checkpoint below TEACHER_ROOT (where the distillation trainers look).
-TEACHER_DESTINATIONS = {"teacher_train": "{name}/VLPromptLearner/model-best.pth.tar",
-                        "teacher_train_xd": "ImageNet-xd/VLPromptLearner_large/model.pth.tar-20"}
 DEFAULT_TEACHER_ROOT = "teacher_model"
 ZEROSHOT_PARTS = {"base2new": ("base", "new"), "all": ("all",)}   # MODE -> the evaluated class subsets
 
@@ -444,7 +444,7 @@ def teacher_train(dataset: str, seed: str, settings: Settings = Settings()) -> R
     name = "teacher_train_xd" if settings.xd else "teacher_train"
     call = _check(PROTOCOLS[name], dataset, seed, settings)
     teacher_root = settings.teacher_root or DEFAULT_TEACHER_ROOT
-    destination = f"{teacher_root}/{TEACHER_DESTINATIONS[name].format(name=dataset_name(dataset))}"
+    destination = f"{teacher_root}/{call.protocol.installs.format(name=dataset_name(dataset))}"
     folder = call.folder()
     if Path(destination).exists() and not settings.overwrite:
         return RunSpec(name, dataset, Path(folder), notes=(

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synthshapes.jobs import Job, JobFailed, TrainPool, _call_logged, _next_job, run_train_jobs
+from trainers import teacher_cache
 
 import trainers_tiny_setup as tiny
 
@@ -47,7 +48,7 @@ def test_pool_runs_jobs_in_two_workers_and_reports_the_failure(tmp_path):
                 "INPUT.SIZE", "(32,32)", "INPUT.TRANSFORMS", "['normalize']", "OPTIM.MAX_EPOCH", "1",
                 "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
                 "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", "2", "TRAINER.PROMPTKD.PROMPT_DEPTH_TEXT", "2",
-                "TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS", "True", "USE_CUDA", "False"]
+                teacher_cache.CONFIG_KEY, "True", "USE_CUDA", "False"]
 
     logs = tmp_path / "logs"
     jobs = [Job("run 1", argv(1, tmp_path / "r1"), logs / "r1.log", group="pets"),
@@ -66,7 +67,7 @@ def test_pool_runs_jobs_in_two_workers_and_reports_the_failure(tmp_path):
     for name in ("r1", "r3"):
         assert json.loads((tmp_path / name / "results.json").read_text())["seed"] == int(name[1])
         log = (logs / f"{name}.log").read_text()
-        assert "Results written to" in log and "Teacher cache (TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS)" in log
+        assert "Results written to" in log and f"Teacher cache ({teacher_cache.CONFIG_KEY})" in log
         # each run's log.txt holds that run only (the tee of the previous run was closed)
         assert (tmp_path / name / "log.txt").read_text().count("Results written to") == 1
     assert "Error:" in (logs / "broken.log").read_text()

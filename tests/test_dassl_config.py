@@ -303,11 +303,17 @@ def test_config_hash_is_sha256_of_the_printout_without_run_specific_keys():
     cfg = get_cfg_default()
     cleared = cfg.clone()
     cleared.SEED = cleared.OUTPUT_DIR = cleared.RESUME = cleared.DATASET.ROOT = None
+    cleared.DATASET.FEWSHOT_CACHE_DIR = cleared.VERBOSE = None
+    cleared.TRAIN.PRINT_FREQ = cleared.TRAIN.CHECKPOINT_FREQ = None
+    cleared.TEST.PER_CLASS_RESULT = cleared.TEST.COMPUTE_CMAT = None
     assert config_hash(cfg) == hashlib.sha256(str(cleared).encode("utf-8")).hexdigest()[:12]
-    assert RUN_SPECIFIC_KEYS == ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT")
+    assert set(RUN_SPECIFIC_KEYS) == {"SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "DATASET.FEWSHOT_CACHE_DIR",
+                                      "VERBOSE", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+                                      "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT"}
 
     moved = cfg.clone()
     moved.SEED, moved.OUTPUT_DIR, moved.RESUME, moved.DATASET.ROOT = 7, "elsewhere", "old_run", "/mnt/data"
+    moved.TRAIN.PRINT_FREQ, moved.DATASET.FEWSHOT_CACHE_DIR = 1, "/tmp/shots"
     assert config_hash(moved) == config_hash(cfg)
     moved.OPTIM.LR = 0.5
     assert config_hash(moved) != config_hash(cfg)

@@ -88,14 +88,15 @@ def test_bad_final_model_is_a_clear_error(data_root, tmp_path):
         build_trainer(cfg)
 
 
-def test_data_protocol_follows_distills_flag(data_root, tmp_path):
+def test_data_protocol_is_none_unless_a_trainer_overrides_it(data_root, tmp_path):
     cfg = toy_cfg(data_root, tmp_path, **{"TRAINER.MODAL": "cross"})
     build_trainer(cfg)
     assert toy_engine.ToyFolder.last_protocol is None
 
     @TRAINER_REGISTRY.register(force=True)
     class ToyDistiller(ToyLinearProbe):
-        DISTILLS = True
+        def data_protocol(self):
+            return self.cfg.TRAINER.MODAL
 
     cfg = toy_cfg(data_root, tmp_path, **{"TRAINER.MODAL": "cross", "TRAINER.NAME": "ToyDistiller"})
     trainer = build_trainer(cfg)

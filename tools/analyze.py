@@ -29,9 +29,9 @@ Outputs in ``--out`` (default ``RUN_DIR/analysis`` for one run, ``./analysis`` f
   ``label trainer dataset protocol split checkpoint_epoch num_base`` (0-d arrays);
 - ``tsne.png``: 2-D t-SNE of each run's ``--space`` features (L2-normalised; the manifold rows raw),
   runs side by side on shared axis limits, colour = class, circle = base class, triangle = new class.
-  scikit-learn's TSNE with PCA initialisation, automatic learning rate, perplexity min(30, (N - 1) / 3)
-  and random_state 0, on at most ``--tsne-max-points`` images (a fixed random subset beyond): the same
-  features always give the same picture;
+  scikit-learn's TSNE with PCA initialisation, automatic learning rate, perplexity min(30, (N - 1) / 3),
+  random_state 0, the exact method up to 1000 images and Barnes-Hut beyond, on at most
+  ``--tsne-max-points`` images (a fixed random subset beyond): the same features give the same picture;
 - ``fscore.png``: per run, the one-vs-rest ANOVA F-score of every ``--space`` dimension for every class
   (a row per class, a column per dimension), shown as log10(1 + F);
 - ``analysis.json``: per run, ``class_vector_accuracy`` and, for every feature space (``backbone``,
@@ -65,12 +65,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -192,6 +193,8 @@ def write_figures(runs: List[dict], args: argparse.Namespace, out_dir: str) -> N
     classnames = runs[0]["features"].classnames
     if any(run["features"].classnames != classnames for run in runs[1:]):
         print("Note: the runs have different class lists; the figures use the first run's class names")
+    # The F-score rows: the classes that have images in some run (--split val / test leave out half).
+    present = np.unique(np.concatenate([run["features"].labels for run in runs]))
     tsne_panels, fscore_panels = [], []
     for run in runs:
         features = run["features"]
@@ -204,19 +207,21 @@ def write_figures(runs: List[dict], args: argparse.Namespace, out_dir: str) -> N
                             "labels": features.labels[keep], "is_new": features.is_new[keep]})
         print(f"F-scores of {features.meta['label']} ({len(features.classnames)} classes x {rows.shape[1]} "
               "dimensions)", flush=True)
-        scores = metrics.fscore_matrix(rows, features.labels, classes=range(len(features.classnames)))
-        split = features.num_base if features.meta.get("protocol") == "base2novel" else None
+        scores = metrics.fscore_matrix(rows, features.labels, classes=present)
+        split = int((present < features.num_base).sum()) if features.meta.get("protocol") == "base2novel" else None
         fscore_panels.append({"title": f"{features.meta['label']}: one-vs-rest ANOVA F-score of the {args.space} "
                                        f"features ({features.meta['dataset']}, epoch "
                                        f"{features.meta['checkpoint_epoch']})",
                               "scores": scores, "num_base": split})
     plots.plot_tsne(tsne_panels, classnames, os.path.join(out_dir, TSNE_FILE))
-    plots.plot_fscore(fscore_panels, classnames, os.path.join(out_dir, FSCORE_FILE))
+    plots.plot_fscore(fscore_panels, [classnames[c] for c in present], os.path.join(out_dir, FSCORE_FILE))
 
 
 def summary_lines(runs: List[dict], space: str) -> List[str]:
     """A short table of the ``space`` numbers per run and group."""
-    lines = [f"{'run':<28} {'group':<5} {'acc %':>6} {'ratio':>6} {'silh.':>6} {'k-NN %':>7} {'eff.rank':>8}"]
+    lines = [f"acc: the student's accuracy against the teacher's class vectors; ratio (intra/inter), silh. "
+             f"(silhouette), k-NN, eff.rank: the {space} features",
+             f"{'run':<28} {'group':<5} {'acc %':>6} {'ratio':>6} {'silh.':>6} {'k-NN %':>7} {'eff.rank':>8}"]
 
     def fmt(value, spec):
         return format(value, spec) if value is not None else "-"

@@ -3,7 +3,8 @@
 
 Usage: ``python tools/plot_shots.py ROOT [--out shots.png] [--which best|last]``.
 
-Reads every base2novel ``results.json`` under ROOT the way ``tools/parse_results.py`` does (same grouping,
+Reads every ``results.json`` with Base / New accuracies under ROOT (base2novel distillation runs, and
+base-to-new runs of supervised prompt learners) the way ``tools/parse_results.py`` does (same grouping,
 same statistics) and draws, for each dataset, three panels (Base, New, HM) with a line per trainer through
 the mean over seeds and a band of +- one standard deviation:
 
@@ -51,17 +52,17 @@ def plot_shots(root: str, out: str, which: str = "best") -> str:
     """Read the results under ``root``, print the curves and draw them into ``out``; returns ``out``."""
     require_analysis_extra(("matplotlib",))
     from tools.analysis.plots import plot_shot_curves
-    from tools.analysis.shots import format_curves, shot_curves
+    from tools.analysis.shots import format_curves, has_base_and_new, shot_curves
 
     if not os.path.isdir(root):
         raise UserError(f'Results root not found: "{root}"')
     records = parse_results.load_results(root)
-    skipped = sum(1 for record in records if record["protocol"] != "base2novel")
+    skipped = sum(1 for record in records if not has_base_and_new(record))
     if skipped:
-        print(f"Note: {skipped} run(s) of another protocol (cross-dataset: no Base / New) left out")
+        print(f"Note: {skipped} run(s) without Base / New accuracies (e.g. cross-dataset) left out")
     curves = shot_curves(records, which)
     if not curves:
-        raise UserError(f'no base2novel results.json under "{root}": nothing to plot (train runs first, or '
+        raise UserError(f'no base-to-new results.json under "{root}": nothing to plot (train runs first, or '
                         "point ROOT at their output folder)")
     print(format_curves(curves))
     folder = os.path.dirname(os.path.abspath(out))

@@ -6,3 +6,6 @@ from trainers import promptkd, promptkd_rsm, simple, simple_rsm  # noqa: F401,E4
 
 # Teacher training and the zero-shot baseline.
 from trainers import promptsrc, zsclip  # noqa: F401,E402
+
+# Supervised prompt learners (baselines; PromptSRC above is one too).
+from trainers import cocoop, coop, ivlp, maple  # noqa: F401,E402

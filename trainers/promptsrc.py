@@ -1,4 +1,5 @@
-"""PromptSRC: supervised prompt learning with self-regularisation; trains the distillation teachers.
+"""PromptSRC: supervised prompt learning with self-regularisation; a baseline, and it trains the
+distillation teachers.
 
 Model: a CLIP with deep prompts on both towers (``trainers.promptsrc_model.
 PromptedCLIP``, PromptSRC's ``CustomCLIP`` key layout) plus two frozen zero-shot references built from
@@ -15,6 +16,10 @@ on L2-normalised features. After the last epoch the Gaussian-weighted average of
 
 Checkpoints go to ``<OUTPUT_DIR>/VLPromptLearner/`` with the key names of PromptKD's released teachers,
 so ``scripts/teacher_train.sh`` can install them as PromptKD teachers.
+
+As a baseline it follows the supervised protocol of ``trainers.supervised`` (shared with CoOp, CoCoOp,
+IVLP and MaPLe): trained on the base classes, the final (GPA) model is scored on the base and the new
+classes in the same run and results.json is written; ``--eval-only`` runs write theirs too.
 
 Decisions on quirks:
 - GPA averages only the trainable prompt tensors, not the whole state dict: the frozen weights never
@@ -36,15 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
-from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_pretrained_weights
+from dassl.engine import TRAINER_REGISTRY
+from dassl.utils import UserError
 from datasets.templates import IMAGENET_TEMPLATES
-from trainers.backbone import NO_PROMPTS, build_clip, check_input_size, freeze, load_backbone_state_dict
-from trainers.config import read_precision
+from trainers.backbone import NO_PROMPTS, build_clip, load_backbone_state_dict
 from trainers.promptsrc_model import (CHECKPOINT_MODEL_NAME, TOKEN_BUFFER_KEYS, PromptedCLIP, is_promptsrc_trainable,
                                       ivlp_design_details)
-from trainers.rsm import describe_unused_keys
+from trainers.supervised import SupervisedPromptTrainer
 
 PRECISION_KEY = "TRAINER.PROMPTSRC.PREC"
 
@@ -99,6 +102,7 @@ class PromptSRCCLIP(PromptedCLIP):
         fixed = template_text_features(zero_shot, classnames)
         self.prompt_learner.ZS_image_encoder = zero_shot.visual.requires_grad_(False)
         self.register_buffer("fixed_embeddings", fixed, persistent=False)
+        self.fixed_classnames = list(classnames)  # the classes fixed_embeddings belongs to
 
     def train(self, mode: bool = True) -> "PromptSRCCLIP":
         super().train(mode)
@@ -107,7 +111,10 @@ class PromptSRCCLIP(PromptedCLIP):
 
     def training_losses(self, image: torch.Tensor, label: torch.Tensor, text_weight: float,
                         image_weight: float) -> Dict[str, torch.Tensor]:
-        """PromptSRC's four loss terms for one labelled batch."""
+        """PromptSRC's four loss terms for one labelled batch (of the classes the model was built for)."""
+        if self.prompt_learner.classnames != self.fixed_classnames:
+            raise RuntimeError("PromptSRC's fixed text features belong to the classes the model was built for; "
+                               "set_classnames(...) back to them before training")
         scale = self.logit_scale.exp()
         text = F.normalize(self.encode_text(), dim=-1)
         img = F.normalize(self.encode_image(image), dim=-1)
@@ -127,44 +134,33 @@ class PromptSRCCLIP(PromptedCLIP):
 
 
 @TRAINER_REGISTRY.register()
-class PromptSRC(TrainerX):
+class PromptSRC(SupervisedPromptTrainer):
     """Supervised PromptSRC training (CE + self-regularisation + GPA); see the module docstring."""
 
+    PRECISION_KEY = PRECISION_KEY
+    MODEL_NAME = CHECKPOINT_MODEL_NAME
     # Token buffers are rebuilt from the current class names, so `load_model` drops them (PromptSRC).
     CHECKPOINT_IGNORED_KEYS = TOKEN_BUFFER_KEYS
 
     def check_cfg(self, cfg) -> None:
-        read_precision(cfg, PRECISION_KEY)
         if cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT < 1:
             raise UserError("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be >= 1 (the text prompts start at layer 0)")
-        note = describe_unused_keys(cfg)
-        if note:
-            print(note)
+        super().check_cfg(cfg)
+
+    def build_custom_clip(self, cfg, classnames: Sequence[str]) -> nn.Module:
+        src = cfg.TRAINER.PROMPTSRC
+        clip_state = load_backbone_state_dict(cfg)
+        return PromptSRCCLIP(classnames, clip_state, n_ctx_text=src.N_CTX_TEXT, n_ctx_vision=src.N_CTX_VISION,
+                             depth_text=src.PROMPT_DEPTH_TEXT, depth_vision=src.PROMPT_DEPTH_VISION,
+                             ctx_init=src.CTX_INIT, device=self.device)
+
+    def is_trainable(self, name: str) -> bool:
+        return is_promptsrc_trainable(name)
 
     def build_model(self) -> None:
-        cfg = self.cfg
-        src = cfg.TRAINER.PROMPTSRC
-        classnames = self.dm.dataset.classnames
-        clip_state = load_backbone_state_dict(cfg)
-
-        print("Building custom CLIP")
-        self.model = PromptSRCCLIP(classnames, clip_state, n_ctx_text=src.N_CTX_TEXT,
-                                   n_ctx_vision=src.N_CTX_VISION, depth_text=src.PROMPT_DEPTH_TEXT,
-                                   depth_vision=src.PROMPT_DEPTH_VISION, ctx_init=src.CTX_INIT,
-                                   device=self.device)
-        del clip_state
-        check_input_size(cfg, self.model.image_encoder, "backbone")
-        freeze(self.model, is_promptsrc_trainable)
-        if cfg.MODEL.INIT_WEIGHTS:
-            load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS)
-
-        self.model.to(self.device)
-        self.optim = build_optimizer(self.model, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(CHECKPOINT_MODEL_NAME, self.model, self.optim, self.sched)
-        self.set_precision(read_precision(cfg, PRECISION_KEY))
-
-        self.gpa_weights = gaussian_weights(cfg.OPTIM.MAX_EPOCH, float(src.GPA_MEAN), float(src.GPA_STD))
+        super().build_model()
+        src = self.cfg.TRAINER.PROMPTSRC
+        self.gpa_weights = gaussian_weights(self.cfg.OPTIM.MAX_EPOCH, float(src.GPA_MEAN), float(src.GPA_STD))
         self.gpa_sum: Optional[Dict[str, torch.Tensor]] = None
         self.gpa_epochs: List[int] = []
 
@@ -183,9 +179,6 @@ class PromptSRC(TrainerX):
             self.update_lr()
             self.accumulate_gpa()
         return summary
-
-    def parse_batch_train(self, batch: dict):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
 
     # ------------------------------------------------------------------ Gaussian prompt aggregation
     def _prompt_tensors(self) -> Dict[str, torch.Tensor]:

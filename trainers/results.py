@@ -1,21 +1,36 @@
 """The per-run result file ``<OUTPUT_DIR>/results.json`` (its format is documented in ARCHITECTURE.md).
 
-base2novel runs record ``{"epoch", "base", "new", "hm"}`` for the best-on-base checkpoint and for the
-last epoch; cross runs record ``{"epoch", "accuracy"}``. Accuracies are percentages. The file is written
-atomically (temporary file + rename), so a reader never sees half a file.
+``protocol`` says what a run measured and which entries ``best`` / ``last`` hold:
+
+- ``base2novel`` (distillation, PromptKD's transductive protocol) and ``base2new`` (supervised prompt
+  learners, CoOp's inductive protocol: trained on the base classes, tested on base and new):
+  ``{"epoch", "base", "new", "hm"}``;
+- ``cross`` (distillation on a target dataset), ``fewshot`` (a supervised run on all classes, e.g. the
+  few-shot protocol or the ImageNet source of cross-dataset transfer) and ``evaluation`` (an
+  evaluation-only run, ``train.py --eval-only``): ``{"epoch", "accuracy"}``.
+
+Supervised and evaluation records also carry ``subsample`` (``DATASET.SUBSAMPLE_CLASSES``) and
+``split``; evaluation records carry ``"eval_only": true``, ``model_dir`` (the checkpoint folder, "" for
+untrained weights) and use the same entry for ``best`` and ``last``. Accuracies are percentages. The file
+is written atomically (temporary file + rename), so a reader never sees half a file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Optional
 
+from dassl.config import config_hash
 from dassl.utils import write_json
 
 from datasets.protocols import DISTILL_PROTOCOLS
 
 RESULTS_FILENAME = "results.json"
+SUPERVISED_PROTOCOLS = ("base2new", "fewshot")
+EVALUATION_PROTOCOL = "evaluation"
+RESULT_PROTOCOLS = (*DISTILL_PROTOCOLS, *SUPERVISED_PROTOCOLS, EVALUATION_PROTOCOL)
+# Protocols whose entries are {"epoch", "accuracy"}; the others hold base / new / hm.
+ACCURACY_PROTOCOLS = ("cross", "fewshot", EVALUATION_PROTOCOL)
 # One part of a zero-shot evaluation (ZeroshotCLIP's test on one class subset), combined below.
 ZEROSHOT_PART_FILENAME = "zeroshot.json"
 
@@ -24,24 +39,6 @@ def harmonic_mean(base: float, new: float) -> float:
     """HM = 2 * base * new / (base + new); 0 when both are 0."""
     total = base + new
     return 0.0 if total == 0 else 2.0 * base * new / total
-
-
-# Keys that name where or with which seed a run happens, not what it does: left out of the hash so
-# that the seeds of one configuration share it.
-RUN_SPECIFIC_KEYS = ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT")
-
-
-def config_hash(cfg) -> str:
-    """First 12 hex characters of sha256 of the config printout, without the run-specific keys."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    for key in RUN_SPECIFIC_KEYS:
-        node, _, leaf = key.rpartition(".")
-        parent = cfg
-        for part in filter(None, node.split(".")):
-            parent = parent[part]
-        parent[leaf] = None
-    return hashlib.sha256(str(cfg).encode("utf-8")).hexdigest()[:12]
 
 
 def base2novel_entry(epoch: int, base: float, new: float) -> dict:
@@ -59,11 +56,12 @@ def cross_entry(epoch: int, accuracy: float) -> dict:
     return {"epoch": int(epoch), "accuracy": round(float(accuracy), 4)}
 
 
-def build_results(cfg, protocol: str, best: dict, last: dict, trainer: Optional[str] = None) -> dict:
-    """The results.json dictionary for a finished run described by ``cfg``."""
-    if protocol not in DISTILL_PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {DISTILL_PROTOCOLS}")
-    return {
+def build_results(cfg, protocol: str, best: dict, last: dict, trainer: Optional[str] = None,
+                  extra: Optional[dict] = None) -> dict:
+    """The results.json dictionary for a finished run described by ``cfg`` (``extra``: more fields)."""
+    if protocol not in RESULT_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {RESULT_PROTOCOLS}")
+    record = {
         "trainer": trainer or cfg.TRAINER.NAME,
         "dataset": cfg.DATASET.NAME,
         "protocol": protocol,
@@ -73,6 +71,18 @@ def build_results(cfg, protocol: str, best: dict, last: dict, trainer: Optional[
         "best": best,
         "last": last,
     }
+    record.update(extra or {})
+    return record
+
+
+def evaluation_results(cfg, accuracy: float, epoch: int, model_dir: str, split: str,
+                       trainer: Optional[str] = None) -> dict:
+    """The results.json dictionary of an evaluation-only run: one accuracy on ``split`` of the
+    ``DATASET.SUBSAMPLE_CLASSES`` classes, for the weights of ``epoch`` loaded from ``model_dir``."""
+    entry = cross_entry(epoch, accuracy)
+    extra = {"eval_only": True, "subsample": cfg.DATASET.SUBSAMPLE_CLASSES, "split": split,
+             "model_dir": model_dir or ""}
+    return build_results(cfg, EVALUATION_PROTOCOL, entry, dict(entry), trainer=trainer, extra=extra)
 
 
 def write_results(output_dir: str, results: dict) -> str:

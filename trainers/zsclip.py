@@ -26,7 +26,8 @@ from dassl.utils import UserError, write_json
 from datasets.templates import get_template
 from trainers.backbone import NO_PROMPTS, check_input_size, load_backbone
 from trainers.config import read_precision
-from trainers.results import ZEROSHOT_PART_FILENAME, config_hash
+from dassl.config import config_hash
+from trainers.results import ZEROSHOT_PART_FILENAME
 
 PRECISION_KEY = "TRAINER.COOP.PREC"
 

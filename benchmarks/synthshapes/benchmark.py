@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import yaml
+
 from benchmarks.synthshapes.cache import cache_dir, config_key, write_json_atomic
 from benchmarks.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, data_key, dataset_dir_name, write_dataset
 from benchmarks.synthshapes.jobs import Job, TrainPool, run_jobs, run_train_jobs
@@ -184,8 +186,7 @@ class Benchmark:
     @property
     def teacher_root(self) -> Path:
         key = config_key({"teacher": self.weights["teacher"].name, "data": self.data_root.name,
-                          "epochs": self.plan.teacher_epochs,
-                          "cfg": (REPO_ROOT / "configs/trainers/PromptSRC" / f"{CFG}.yaml").read_text()})
+                          "epochs": self.plan.teacher_epochs, "cfg": _config_content("PromptSRC")})
         return self.cache / "teachers" / key
 
     STAMP_FILE = "inputs.json"
@@ -213,7 +214,7 @@ class Benchmark:
         """Where one CLIP's zero-shot runs are cached (OUTPUT_ROOT of the zeroshot protocol): they depend only
         on its weights, the data and the config, like the teachers; copied into <output>/zeroshot/."""
         key = config_key({"weights": self.weights[role].name, "data": self.data_root.name,
-                          "cfg": (REPO_ROOT / "configs/trainers/CoOp" / f"{CFG}.yaml").read_text()})
+                          "cfg": _config_content("CoOp")})
         return self.cache / "zeroshot" / key
 
     @staticmethod
@@ -519,6 +520,12 @@ class Benchmark:
         self.log((self.output / "logs" / "parse_results.log").read_text())
         self.log(f"Summary: {self.output / 'summary.md'} (total {self.summary['timings']['total']:.0f}s)")
         return self.summary
+
+
+def _config_content(trainer: str) -> dict:
+    """What configs/trainers/<trainer>/synth_shapes.yaml sets, for the cache keys of the runs made with it:
+    its parsed content, so that editing a comment does not throw the cached teachers and zero-shot runs away."""
+    return yaml.safe_load((REPO_ROOT / "configs" / "trainers" / trainer / f"{CFG}.yaml").read_text())
 
 
 def _hm(base: float, new: float) -> float:

@@ -1,7 +1,8 @@
 """The identity of a configuration: what a run computes, independent of where and with which seed.
 
 Two runs whose configs differ only in the run-specific keys (seed, output / resume folders, dataset
-root) compute the same thing, so they share an identity. The identity has two forms:
+root and cache folders) or in keys that only change how a run reports (print frequency, checkpoint
+frequency, verbosity, per-class result printouts) compute the same thing, so they share an identity. The identity has two forms:
 
 - `config_hash(cfg)`: 12 hex characters, written into results.json and into every checkpoint;
 - `config_items(cfg)`: the flattened ``KEY -> repr(value)`` table behind it, also stored in
@@ -9,7 +10,8 @@ root) compute the same thing, so they share an identity. The identity has two fo
   `describe_differences`).
 
 The hash is the sha256 of the config printout (yacs' ``str(cfg)``) with the run-specific keys set to
-None; results.json files already on disk carry hashes made this way, so the algorithm must not change.
+None. Adding a config key changes every printout, and with it every hash: a comparison that must work
+across code versions uses the items, which name what differs.
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ __all__ = [
     "describe_differences",
 ]
 
-# Keys that name where or with which seed a run happens, not what it computes: left out of the
-# identity so that the seeds of one configuration (and a moved dataset folder) share it.
-RUN_SPECIFIC_KEYS = ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT")
+# Keys that name where or with which seed a run happens, or only how it reports, not what it computes:
+# left out of the identity so that the seeds of one configuration (and a moved dataset folder, a changed
+# print frequency) share it.
+RUN_SPECIFIC_KEYS = ("SEED", "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "DATASET.FEWSHOT_CACHE_DIR", "VERBOSE",
+                     "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT")
 
 
 def config_hash(cfg: Any) -> str:
@@ -38,7 +42,8 @@ def config_hash(cfg: Any) -> str:
         parent = cfg
         for part in filter(None, node.split(".")):
             parent = parent[part]
-        parent[leaf] = None
+        if leaf in parent:
+            parent[leaf] = None
     return hashlib.sha256(str(cfg).encode("utf-8")).hexdigest()[:12]
 
 

@@ -81,7 +81,6 @@ class _NullWriter:
 class TrainerBase:
     """Registered models/optimisers/schedulers, the epoch loop and its hooks."""
 
-    DISTILLS = False  # a distillation trainer sets True: its data follow TRAINER.MODAL
     # State-dict keys that `load_model` drops before loading (frozen buffers a trainer rebuilds itself).
     # Empty: Dassl's strict load. Non-empty: the prompt trainers' load (non-strict, mismatches reported).
     CHECKPOINT_IGNORED_KEYS: Tuple[str, ...] = ()
@@ -569,8 +568,8 @@ class SimpleTrainer(TrainerBase):
         self._precision = Precision(mode, self.device)
 
     def data_protocol(self) -> Optional[str]:
-        """``TRAINER.MODAL`` for distillation trainers (DISTILLS), else None (CoOp semantics)."""
-        return self.cfg.TRAINER.MODAL if self.DISTILLS else None
+        """The data protocol passed to the readers: None (CoOp semantics) unless a trainer overrides it."""
+        return None
 
     def build_data_loader(self) -> None:
         dm = DataManager(self.cfg, protocol=self.data_protocol())

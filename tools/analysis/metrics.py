@@ -148,8 +148,9 @@ def fscore_matrix(features: np.ndarray, labels: np.ndarray, classes: np.ndarray)
         member = labels == c
         if not member.any() or member.all():
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # constant dimensions divide by zero
+        with warnings.catch_warnings():  # constant dimensions: a warning and a division by zero, scored 0 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
             f_values, _ = f_classif(features, member.astype(np.int64))
         scores[row] = np.nan_to_num(f_values, nan=0.0, posinf=0.0, neginf=0.0)
     return scores

@@ -7,17 +7,19 @@
   ``log10(1 + F)`` (F spans orders of magnitude) on one colour scale shared by every panel; under
   base2novel a dashed line separates the base classes' rows (above) from the new ones' (below);
 - shot curves (AME's Fig. 5): Base, New and HM against the number of shots, a line per trainer through
-  the means over seeds and a band of +- one standard deviation; untrained references (zero-shot) are
+  the means over seeds and a band of +- one standard deviation (an error bar where a trainer has a
+  single number of shots), one colour per trainer in every row; untrained references (zero-shot) are
   horizontal dashed lines at their first point.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 TSNE_SEED = 0
 TSNE_MAX_PERPLEXITY = 30.0
+TSNE_EXACT_MAX_POINTS = 1000  # up to this many points the exact gradient (faster there), Barnes-Hut beyond
 LEGEND_MAX_CLASSES = 20  # beyond this the class legend would hide the plot: base/new markers only
 TICK_MAX_CLASSES = 60  # beyond this the F-score rows are not labelled
 
@@ -38,7 +40,8 @@ def tsne_perplexity(n_points: int) -> float:
 
 
 def tsne_embedding(rows: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
-    """2-D t-SNE of ``rows`` (PCA initialisation, automatic learning rate, fixed ``random_state``).
+    """2-D t-SNE of ``rows`` (PCA initialisation, automatic learning rate, fixed ``random_state``; the
+    exact method up to ``TSNE_EXACT_MAX_POINTS`` rows, Barnes-Hut beyond).
 
     Fewer than 3 rows cannot be embedded: they are all placed at the origin.
     """
@@ -47,8 +50,9 @@ def tsne_embedding(rows: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float64)
     if len(rows) < 3:
         return np.zeros((len(rows), 2))
+    method = "exact" if len(rows) <= TSNE_EXACT_MAX_POINTS else "barnes_hut"
     tsne = TSNE(n_components=2, perplexity=tsne_perplexity(len(rows)), init="pca", learning_rate="auto",
-                random_state=seed)
+                method=method, random_state=seed)
     return tsne.fit_transform(rows)
 
 
@@ -83,12 +87,17 @@ def _shared_limits(embeddings: Sequence[np.ndarray]) -> Tuple[Tuple[float, float
 
 
 def plot_tsne(panels: Sequence[dict], classnames: Sequence[str], path: str) -> str:
-    """Side-by-side t-SNE panels; each panel is ``{"title", "embedding" [N, 2], "labels", "is_new"}``."""
+    """Side-by-side t-SNE panels; each panel is ``{"title", "embedding" [N, 2], "labels", "is_new"}``.
+
+    ``classnames`` are all the classes in label order (they fix the colours); the legend names the
+    classes that appear in some panel.
+    """
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    n_classes = len(classnames)
-    colours = class_colours(n_classes)
+    colours = class_colours(len(classnames))
+    present = np.unique(np.concatenate([np.asarray(p["labels"], dtype=np.int64) for p in panels]))
+    n_classes = len(present)
     xlim, ylim = _shared_limits([p["embedding"] for p in panels])
     with_class_legend = n_classes <= LEGEND_MAX_CLASSES
     width = 5.0 * len(panels) + (2.6 if with_class_legend else 0.4)
@@ -111,8 +120,8 @@ def plot_tsne(panels: Sequence[dict], classnames: Sequence[str], path: str) -> s
     kinds = [Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", label=text)
              for m, text in (("o", "base class"), ("^", "new class"))]
     if with_class_legend:
-        handles = [Line2D([], [], marker="s", linestyle="", color=colours[i], label=name)
-                   for i, name in enumerate(classnames)] + kinds
+        handles = [Line2D([], [], marker="s", linestyle="", color=colours[i], label=classnames[i])
+                   for i in present] + kinds
         axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
                            frameon=False, title="class")
         fig.tight_layout()
@@ -126,7 +135,8 @@ def plot_tsne(panels: Sequence[dict], classnames: Sequence[str], path: str) -> s
 
 
 def plot_fscore(panels: Sequence[dict], classnames: Sequence[str], path: str) -> str:
-    """Stacked F-score heat maps; each panel is ``{"title", "scores" [C, D], "num_base" (None: no split)}``."""
+    """Stacked F-score heat maps; each panel is ``{"title", "scores" [C, D], "num_base"}``: a row per name
+    in ``classnames``, the first ``num_base`` rows base classes (None: no base / new split)."""
     plt = _pyplot()
 
     n_classes = len(classnames)
@@ -178,7 +188,9 @@ def plot_shot_curves(curves_by_dataset: Dict[str, List], path: str, which: str =
     metrics = (("base", "Base"), ("new", "New"), ("hm", "HM"))
     datasets = list(curves_by_dataset)
     fig, axes = plt.subplots(len(datasets), 3, figsize=(13.0, 3.6 * len(datasets) + 0.8), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    palette = plt.get_cmap("tab10")
+    curve_labels = list(dict.fromkeys(c.label for curves in curves_by_dataset.values() for c in curves))
+    colour_of = {label: palette(index % 10) for index, label in enumerate(curve_labels)}  # same in every row
     labels: Dict[str, object] = {}
     for row, dataset in enumerate(datasets):
         curves = curves_by_dataset[dataset]
@@ -187,8 +199,8 @@ def plot_shot_curves(curves_by_dataset: Dict[str, List], path: str, which: str =
         position = {s: i for i, s in enumerate(shots)}
         for column, (key, title) in enumerate(metrics):
             ax = axes[row, column]
-            for index, curve in enumerate(curves):
-                colour = colours(index % 10)
+            for curve in curves:
+                colour = colour_of[curve.label]
                 means = np.array([getattr(p, key) for p in curve.points])
                 stds = np.array([getattr(p, f"{key}_std") for p in curve.points])
                 if curve.reference:
@@ -197,7 +209,12 @@ def plot_shot_curves(curves_by_dataset: Dict[str, List], path: str, which: str =
                 else:
                     x = np.array([position[p.shots] for p in curve.points])
                     (handle,) = ax.plot(x, means, marker="o", color=colour, linewidth=1.6, label=curve.label)
-                    ax.fill_between(x, means - stds, means + stds, color=colour, alpha=0.18, linewidth=0)
+                    if len(x) > 1:
+                        ax.fill_between(x, means - stds, means + stds, color=colour, alpha=0.18, linewidth=0)
+                    else:  # a band needs two points: one point shows its +- std as an error bar, side by side
+                        dodge = 0.08 * (trained.index(curve) - (len(trained) - 1) / 2)
+                        handle.set_xdata(x + dodge)
+                        ax.errorbar(x + dodge, means, yerr=stds, color=colour, capsize=4, linewidth=1.2)
                 labels.setdefault(curve.label, handle)
             ax.set_xticks(np.arange(len(shots)))
             ax.set_xticklabels([shot_tick_label(s) for s in shots])

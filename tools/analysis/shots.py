@@ -10,7 +10,8 @@ the std of the per-seed HMs). Here the groups of one dataset and trainer become 
 - ``shots`` 0 (or fewer) means the whole training split and is shown as "full";
 - a group whose runs were never trained (every run's best epoch is 0: zero-shot CLIP) is a reference,
   drawn as a horizontal line, not a curve;
-- cross-dataset runs have no Base / New and are left out.
+- only runs whose entries hold Base and New are used (base2novel distillation, and base-to-new runs of
+  supervised prompt learners); runs with a single accuracy (cross-dataset, ...) are left out.
 """
 from __future__ import annotations
 
@@ -56,9 +57,15 @@ def _is_untrained(group) -> bool:
     return all(isinstance(run.get("best"), dict) and run["best"].get("epoch") == 0 for run in group.runs)
 
 
+def has_base_and_new(record: dict) -> bool:
+    """Whether a results record's entries hold Base and New accuracies (not a single accuracy)."""
+    entry = record.get("best")
+    return isinstance(entry, dict) and "base" in entry and "new" in entry
+
+
 def shot_curves(records: Sequence[dict], which: str = "best") -> Dict[str, List[ShotCurve]]:
     """Dataset -> its curves (trained first, then references), from loaded results records."""
-    groups = [g for g in parse_results.group_runs(records) if g.key.protocol == "base2novel"]
+    groups = parse_results.group_runs([record for record in records if has_base_and_new(record)])
     by_trainer: Dict[Tuple[str, str, bool], list] = {}
     for group in groups:
         shots = _shots(group.key.shots)
