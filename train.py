@@ -33,6 +33,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 
 from dassl.config import get_cfg_default, merge_sources
+from dassl.config.run_config import write_run_config
 from dassl.engine import build_trainer, check_max_epoch
 from dassl.utils import (RunLock, UserError, close_logger, collect_env_info, expected_failure_line, log_path,
                          set_random_seed, setup_logger, unexpected_failure_line, worker_traceback, write_to_log)
@@ -192,6 +193,8 @@ def main(args: argparse.Namespace, progress: Optional[RunProgress] = None):
             torch.backends.cudnn.benchmark = True
 
         print_args(args, cfg)
+        if cfg.OUTPUT_DIR:
+            write_run_config(cfg, cfg.OUTPUT_DIR)
         print("Collecting env info ...")
         print(f"** System info **\n{collect_env_info() if args.env_info else system_summary()}\n")
 

@@ -107,3 +107,15 @@ def test_resume_flag_continues_a_killed_run_exactly(toy_run, tmp_path):
                      r"as asked by RESUME\)$", log, re.M)
     assert "epoch [1/3]" not in log and "epoch [3/3]" in log
     assert all(torch.equal(weights(resumed)[k], v) for k, v in weights(full).items())
+
+
+def test_run_folder_keeps_the_merged_config(toy_run, tmp_path):
+    from dassl.config import config_hash, merge_yaml
+    from dassl.config.run_config import run_config_path
+    from trainers.config import default_config
+
+    out = tmp_path / "out"
+    trainer = toy_run("--output-dir", str(out))
+    reloaded = merge_yaml(default_config(), run_config_path(str(out)))
+    assert reloaded.OPTIM.MAX_EPOCH == trainer.cfg.OPTIM.MAX_EPOCH and reloaded.SEED == 0
+    assert config_hash(reloaded) == config_hash(trainer.cfg)

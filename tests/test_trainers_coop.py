@@ -139,6 +139,7 @@ def test_logit_scale_and_towers_stay_frozen(trained):
     image, label = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     with restored_after(trainer):
         ctx = trainer.model.prompt_learner.ctx.detach().clone()
+        trainer.optim.param_groups[0]["lr"] = 0.01  # the one-epoch cosine schedule ended at 0
         train_step(trainer, image, label)
         after = trainer.model.state_dict()
         assert all(torch.equal(after[k], v) for k, v in before.items())

@@ -14,9 +14,10 @@ import os.path as osp
 from typing import Any, Optional, Sequence
 
 from dassl.config import merge_opts, merge_yaml
+from dassl.config.run_config import RUN_CONFIG_FILENAME
 from dassl.utils import UserError, set_random_seed
 
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = RUN_CONFIG_FILENAME  # written by train.py into every run folder
 
 
 def load_run_config(run_dir: str, root: Optional[str] = None, opts: Sequence[str] = ()):
@@ -28,7 +29,7 @@ def load_run_config(run_dir: str, root: Optional[str] = None, opts: Sequence[str
     path = osp.join(run_dir, CONFIG_FILE)
     if not osp.isfile(path):
         raise UserError(f'"{path}" not found: the analysis rebuilds the model from the merged config that '
-                        f"train.py saves in the run folder; write it (cfg.dump()) or rerun the training")
+                        f"train.py saves in every run folder; this run predates it: rerun the training")
     cfg = merge_yaml(default_config(), path)
     if root:
         cfg.DATASET.ROOT = root
