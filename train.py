@@ -19,24 +19,36 @@ Deliberate differences from PromptKD's train.py (its quirks, fixed):
   and ends with one line saying where the log is (exit status 1); Ctrl-C ends with one line, exit 130;
 - one run per output folder (``<OUTPUT_DIR>/run.lock``); a run that fails before training starts
   removes its own log file, so the next run's log is ``log.txt`` again.
+
+Several processes: ``torchrun --nproc_per_node N train.py ...`` (README, "Multi-GPU and large runs").
+Each process joins the process group torchrun describes (NCCL on ``cuda:LOCAL_RANK``, gloo on the CPU);
+``DATALOADER.TRAIN_X.BATCH_SIZE`` stays the global batch; ``DATALOADER.SEEDED_AUGMENTATION`` left unset
+becomes True (and is recorded so in the configuration and its hash); rank 0 alone holds the run lock,
+logs (``world size: N``) and writes files; another process's failure ends with its own
+``[rank R] Error: ...`` line. Without torchrun (or with one process) nothing of this happens.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os.path as osp
 import platform
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from dassl.config import get_cfg_default, merge_sources
 from dassl.config.run_config import write_run_config
+from dassl.data.seeding import CONFIG_KEY as SEEDED_AUGMENTATION_KEY
+from dassl.data.seeding import seeded_augmentation_enabled
 from dassl.engine import build_trainer, check_max_epoch
-from dassl.utils import (RunLock, UserError, close_logger, collect_env_info, expected_failure_line, log_path,
-                         set_random_seed, setup_logger, unexpected_failure_line, worker_traceback, write_to_log)
+from dassl.engine.distributed import describe_run, init_distributed, run_on_main, shutdown_distributed
+from dassl.utils import (RunLock, UserError, close_logger, collect_env_info, console_stderr, expected_failure_line,
+                         is_main_process, log_path, process_rank, quiet_console, set_random_seed, setup_logger,
+                         unexpected_failure_line, worker_traceback, write_to_log)
 
 import datasets  # noqa: F401  (registers every dataset reader)
 import trainers  # noqa: F401  (registers every trainer)
@@ -176,23 +188,60 @@ def note_untrained_evaluation(trainer: Any, args: argparse.Namespace) -> None:
           f"[--load-epoch E]")
 
 
+def settle_seeded_augmentation(cfg, processes: int):
+    """With several processes, write the effective ``DATALOADER.SEEDED_AUGMENTATION`` into `cfg`.
+
+    Unset (None) becomes True, so the configuration (and its hash, in checkpoints and results.json)
+    says which data a run saw: such a run shares its identity with a one-process run that set the key
+    True, whose data are the same. False is refused (`seeded_augmentation_enabled`).
+    """
+    enabled = seeded_augmentation_enabled(cfg, processes)
+    if cfg.DATALOADER.SEEDED_AUGMENTATION is None:
+        cfg.defrost()
+        cfg.DATALOADER.SEEDED_AUGMENTATION = enabled
+        cfg.freeze()
+    return cfg
+
+
+@contextlib.contextmanager
+def run_lock(folder: str) -> Iterator[None]:
+    """Hold ``<folder>/run.lock`` for the run (rank 0 only; every process stops if rank 0 cannot take it)."""
+    if not folder:
+        yield
+        return
+    lock = RunLock(folder)
+    run_on_main(lock.acquire)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def main(args: argparse.Namespace, progress: Optional[RunProgress] = None):
     """Run one training / evaluation as described by ``args``; returns the trainer."""
     progress = progress if progress is not None else RunProgress()
     check_paths(args)
     cfg = setup_cfg(args)
+    processes = init_distributed(cfg.USE_CUDA)
+    if processes > 1:
+        if not is_main_process():
+            quiet_console()
+        cfg = settle_seeded_augmentation(cfg, processes)
     if not args.eval_only and not args.no_train:
         check_max_epoch(cfg)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    with RunLock(cfg.OUTPUT_DIR) if cfg.OUTPUT_DIR else _no_lock():
+    with run_lock(cfg.OUTPUT_DIR):
         progress.log_file = setup_logger(cfg.OUTPUT_DIR)
 
         if torch.cuda.is_available() and cfg.USE_CUDA and cfg.SEED < 0:
             torch.backends.cudnn.benchmark = True
 
         print_args(args, cfg)
+        if processes > 1:
+            print(describe_run())
+            print(f"{SEEDED_AUGMENTATION_KEY}: {cfg.DATALOADER.SEEDED_AUGMENTATION}")
         if cfg.OUTPUT_DIR:
             write_run_config(cfg, cfg.OUTPUT_DIR)
         print("Collecting env info ...")
@@ -211,32 +260,28 @@ def main(args: argparse.Namespace, progress: Optional[RunProgress] = None):
         return trainer
 
 
-class _no_lock:
-    """Stands in for `RunLock` when there is no output folder."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: Any) -> None:
-        return None
-
-
 def report_failure(exc: BaseException, progress: RunProgress) -> int:
-    """Print what ended the run as one ``Error:`` line; returns the exit status (2 expected, 1 unexpected)."""
+    """Print what ended the run as one ``Error:`` line; returns the exit status (2 expected, 1 unexpected).
+
+    A process other than rank 0 of a multi-process run (quiet otherwise) prints its line, prefixed
+    with ``[rank R]``, to the real console.
+    """
     sys.stdout.flush()
+    stderr = sys.stderr if is_main_process() else console_stderr()
+    error = "Error:" if is_main_process() else f"[rank {process_rank()}] Error:"
     line = expected_failure_line(exc)
     if line is not None:
         detail = worker_traceback(exc)
         if detail:
             write_to_log(detail)
-        print(f"Error: {line}", file=sys.stderr)
+        print(f"{error} {line}", file=stderr)
         return 2
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if write_to_log(details):
-        print(f"Error: {unexpected_failure_line(exc, log_path())}", file=sys.stderr)
+        print(f"{error} {unexpected_failure_line(exc, log_path())}", file=stderr)
     else:
-        print(details, end="", file=sys.stderr)
-        print(f"Error: {unexpected_failure_line(exc, None)}", file=sys.stderr)
+        print(details, end="", file=stderr)
+        print(f"{error} {unexpected_failure_line(exc, None)}", file=stderr)
     return 1
 
 
@@ -259,6 +304,7 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
         return status
     finally:
         close_logger(discard=discard_log)
+        shutdown_distributed()
 
 
 if __name__ == "__main__":

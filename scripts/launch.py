@@ -102,7 +102,7 @@ class UsageError(Exception):
 
 
 def say(line: str) -> None:
-    """Progress for the user, flushed before a child process writes to the same stream."""
+    """Progress for the user, flushed so that it comes before the output of the run it announces."""
     print(line, flush=True)
 
 

@@ -232,3 +232,24 @@ def test_benchmark_sets_aside_runs_made_from_other_inputs(tmp_path):
     _time.sleep(1.1)                        # the stale folder name has a one-second time stamp
     bench.set_aside_stale_runs()            # another student CLIP: moved
     assert not done.exists() and len(list(tmp_path.glob("out.stale-*"))) == 2
+
+
+def test_teacher_and_zero_shot_cache_keys_follow_the_config_content_not_its_comments(tmp_path, monkeypatch):
+    from benchmarks.synthshapes import benchmark
+    from benchmarks.synthshapes.benchmark import CFG, PLANS, Benchmark
+
+    bench = Benchmark(PLANS["tiny"], tmp_path / "cache", tmp_path / "out", log=lambda *_: None)
+    bench.weights = {"teacher": tmp_path / "teacher-a.pt", "student": tmp_path / "student-a.pt"}
+    before = (bench.teacher_root, bench.zeroshot_root("student"))
+    copy = tmp_path / "repo"
+    for trainer in ("PromptSRC", "CoOp"):
+        source = benchmark.REPO_ROOT / "configs" / "trainers" / trainer / f"{CFG}.yaml"
+        (copy / "configs" / "trainers" / trainer).mkdir(parents=True)
+        (copy / "configs" / "trainers" / trainer / f"{CFG}.yaml").write_text(
+            "# a comment that moved\n" + source.read_text().replace("\n", "  # and a trailing one\n", 1))
+    monkeypatch.setattr(benchmark, "REPO_ROOT", copy)
+    assert (bench.teacher_root, bench.zeroshot_root("student")) == before
+    for trainer in ("PromptSRC", "CoOp"):
+        path = copy / "configs" / "trainers" / trainer / f"{CFG}.yaml"
+        path.write_text(path.read_text() + "SEED: 7\n")   # a setting changes
+    assert bench.teacher_root != before[0] and bench.zeroshot_root("student") != before[1]

@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.prompt_learners import (CTX_INIT_MAX_TOKENS, CTX_INIT_STD, ClassTokenPrompts,  # noqa: F401
-                                      class_prompt_texts, prompt_prefix_and_init, random_context)
+from trainers.prompt_learners import ClassTokenPrompts, prompt_prefix_and_init, random_context
 
 # The name PromptSRC and PromptKD register their model under: the checkpoint folder of teachers and students.
 CHECKPOINT_MODEL_NAME = "VLPromptLearner"

@@ -76,7 +76,7 @@ PLANS = {
                   teacher_epochs=6, teacher_reference_rows=False),
     # scripts/demo.sh's real-learning mode: the full mode's cached CLIPs and teacher, one dataset, 2 seeds.
     "demo": Plan("demo", variants=("noisy",), seeds=(1, 2), omegas=(0.0, 50.0)),
-    # CI-sized (tests/test_synthshapes.py): 10 classes, a handful of images, seconds of pretraining. The
+    # CI-sized (tests/test_benchmarks_synthshapes.py): 10 classes, a handful of images, seconds of pretraining. The
     # student is barely pretrained on purpose (its zero-shot is near chance), so a distilled student
     # that beats its zero-shot HM shows that the teacher's knowledge really reached it.
     "tiny": Plan("tiny", teacher_steps=50, student_steps=5, pretrain_batch=64, variants=("clean",),

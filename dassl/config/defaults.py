@@ -69,6 +69,10 @@ _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.K_TRANSFORMS = 1
 _C.DATALOADER.RETURN_IMG0 = False
 _C.DATALOADER.CACHE_IMAGES = False  # keep transformed images in memory (deterministic transforms only)
+# Training order and random augmentation as a pure function of (SEED, epoch, sample index), the same
+# for any NUM_WORKERS and number of processes (dassl/data/seeding.py). None: on for a multi-process
+# (torchrun) run, off for one process (the random streams of Dassl/PromptKD); True / False to choose.
+_C.DATALOADER.SEEDED_AUGMENTATION = None
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
@@ -143,6 +147,13 @@ _C.TEST.COMPUTE_CMAT = False
 _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"
 _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
+
+###########################
+# Several processes (torchrun)
+###########################
+_C.DISTRIBUTED = CN()
+# BatchNorm over the global batch (every process's share) instead of each process's batch / N.
+_C.DISTRIBUTED.SYNC_BN = True
 
 ###########################
 # Trainer

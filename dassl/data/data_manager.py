@@ -1,39 +1,88 @@
-"""`DataManager`, `build_data_loader` and `DatasetWrapper`: Dassl's data loading, same names and batch keys."""
+"""`DataManager`, `build_data_loader` and `DatasetWrapper`: Dassl's data loading, same names and batch keys.
+
+Ours: seeded training data (``DATALOADER.SEEDED_AUGMENTATION``, `dassl.data.seeding`) and, with several
+processes (torchrun), ``DATALOADER.TRAIN_X.BATCH_SIZE`` as the global batch split over the processes and
+evaluation split into disjoint shards (`dassl.data.samplers`).
+"""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
+from dassl.utils.distributed import process_rank, world_size
 from dassl.utils.tools import UserError, read_image
 
 from . import image_cache
 from .datasets import build_dataset
-from .samplers import build_sampler
+from .samplers import SampleKey, SeededSampler, ShardSampler, build_sampler
+from .seeding import resolve_augmentation_seed, sample_seed, seeded_augmentation_enabled, seeded_rng
 from .transforms import INTERPOLATION_MODES, build_transform
+
+
+def check_global_batch(batch_size: int, num_samples: int, processes: int,
+                       key: str = "DATALOADER.TRAIN_X.BATCH_SIZE") -> int:
+    """The per-process batch of a global `batch_size` split over `processes`; a `UserError` naming `key`
+    when it does not split evenly or the data are smaller than one global batch."""
+    if processes <= 1:
+        return batch_size
+    if batch_size % processes:
+        lower = batch_size - batch_size % processes
+        suggestion = f"{lower} or {lower + processes}" if lower else f"{processes}"
+        raise UserError(f"{key} {batch_size} is the global batch and must divide by the {processes} processes "
+                        f"(torchrun --nproc_per_node {processes}): use a multiple of {processes}, e.g. {suggestion}")
+    if num_samples < batch_size:
+        raise UserError(f"the training split has {num_samples} images, fewer than one global batch ({key} "
+                        f"{batch_size}); with {processes} processes set {key} to at most {num_samples} "
+                        f"(a multiple of {processes})")
+    return batch_size // processes
 
 
 def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source: Optional[list] = None,
                       batch_size: int = 64, n_domain: int = 0, n_ins: int = 2, tfm=None,
-                      is_train: bool = True, dataset_wrapper=None) -> DataLoader:
+                      is_train: bool = True, dataset_wrapper=None, augmentation_seed: Optional[int] = None,
+                      rank: Optional[int] = None, num_replicas: Optional[int] = None,
+                      batch_key: str = "DATALOADER.TRAIN_X.BATCH_SIZE") -> DataLoader:
     """A DataLoader over `data_source` (list of Datum) with Dassl's sampler and drop_last rule.
 
     Training drops the trailing partial batch unless the whole list is smaller than one batch.
+    Training with an `augmentation_seed` (``DATALOADER.SEEDED_AUGMENTATION``) uses `SeededSampler`:
+    order and augmentation follow from (seed, epoch, sample index), and `batch_size` is the global
+    batch, each of the `num_replicas` processes (default: the run's) loading its `rank`'s share
+    (`batch_key` names the key in errors). Evaluation with several processes loads the process's
+    `ShardSampler` shard (disjoint, no padding; a shard may be empty).
     """
     if not data_source:
         raise ValueError("build_data_loader got an empty data source")
+    rank = process_rank() if rank is None else rank
+    num_replicas = world_size() if num_replicas is None else num_replicas
     sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
                             n_domain=n_domain, n_ins=n_ins)
     wrapper_cls = dataset_wrapper or DatasetWrapper
+    dataset = wrapper_cls(cfg, data_source, transform=tfm, is_train=is_train)
+    common = dict(num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
+    if is_train and (augmentation_seed is not None or num_replicas > 1):
+        if augmentation_seed is None:
+            raise UserError(f"training with {num_replicas} processes needs seeded data: leave "
+                            "DATALOADER.SEEDED_AUGMENTATION unset or True")
+        if not isinstance(dataset, DatasetWrapper):
+            raise UserError(f"seeded training data need a DatasetWrapper subclass as dataset_wrapper, got {wrapper_cls}")
+        check_global_batch(batch_size, len(data_source), num_replicas, batch_key)
+        dataset.augmentation_seed = augmentation_seed
+        sampler = SeededSampler(len(data_source), batch_size, augmentation_seed,
+                                shuffle=sampler_type != "SequentialSampler", rank=rank, num_replicas=num_replicas)
+        return DataLoader(dataset, batch_size=sampler.local_batch, sampler=sampler, drop_last=False, **common)
+    if not is_train and num_replicas > 1:
+        shard = ShardSampler(len(data_source), rank=rank, num_replicas=num_replicas)
+        return DataLoader(dataset, batch_size=batch_size, sampler=shard, drop_last=False, **common)
     loader = DataLoader(
-        wrapper_cls(cfg, data_source, transform=tfm, is_train=is_train),
+        dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
         drop_last=is_train and len(data_source) >= batch_size,
-        pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
+        **common,
     )
     assert len(loader) > 0, "data loader has no batches"
     return loader
@@ -65,18 +114,24 @@ class DataManager:
             tfm_test = custom_tfm_test
 
         loaders = cfg.DATALOADER
+        # The base seed of seeded training data (None: the global random streams, as in Dassl).
+        self.augmentation_seed: Optional[int] = resolve_augmentation_seed(cfg) if seeded_augmentation_enabled(cfg) else None
         self.train_loader_x = build_data_loader(
             cfg, sampler_type=loaders.TRAIN_X.SAMPLER, data_source=dataset.train_x,
             batch_size=loaders.TRAIN_X.BATCH_SIZE, n_domain=loaders.TRAIN_X.N_DOMAIN,
-            n_ins=loaders.TRAIN_X.N_INS, tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper)
+            n_ins=loaders.TRAIN_X.N_INS, tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper,
+            augmentation_seed=self.augmentation_seed)
 
         self.train_loader_u = None
         if dataset.train_u:
-            u_cfg = loaders.TRAIN_X if loaders.TRAIN_U.SAME_AS_X else loaders.TRAIN_U
+            same = loaders.TRAIN_U.SAME_AS_X
+            u_cfg = loaders.TRAIN_X if same else loaders.TRAIN_U
             self.train_loader_u = build_data_loader(
                 cfg, sampler_type=u_cfg.SAMPLER, data_source=dataset.train_u,
                 batch_size=u_cfg.BATCH_SIZE, n_domain=u_cfg.N_DOMAIN, n_ins=u_cfg.N_INS,
-                tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper)
+                tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper,
+                augmentation_seed=self.augmentation_seed,
+                batch_key=f"DATALOADER.{'TRAIN_X' if same else 'TRAIN_U'}.BATCH_SIZE")
 
         self.val_loader = None
         if dataset.val:
@@ -101,6 +156,17 @@ class DataManager:
             self.show_dataset_summary(cfg)
         if cfg.DATALOADER.CACHE_IMAGES:
             print(image_cache.summary(cfg.DATALOADER.NUM_WORKERS))
+
+    def set_augmentation_seed(self, seed: int) -> None:
+        """Use `seed` as the base seed of the seeded training data (a resumed unseeded run restores it).
+
+        Call before the training loaders are first iterated (worker processes copy the dataset then).
+        """
+        self.augmentation_seed = int(seed)
+        for loader in (self.train_loader_x, self.train_loader_u):
+            if loader is not None and isinstance(loader.sampler, SeededSampler):
+                loader.sampler.seed = self.augmentation_seed
+                loader.dataset.augmentation_seed = self.augmentation_seed
 
     @property
     def num_classes(self) -> int:
@@ -147,6 +213,11 @@ class DatasetWrapper(Dataset):
     ``DATALOADER.RETURN_IMG0`` adds ``img0`` (resized, tensor, normalised if chosen).
     ``DATALOADER.CACHE_IMAGES`` takes ``img`` from the process-level store of `image_cache` (single
     deterministic transform only; anything else is refused with a ``UserError``).
+
+    Items are requested by index (``dataset[i]``) or, from a `SeededSampler`, by `SampleKey`
+    (index, epoch): then every random draw of the item's transforms comes from generators seeded with
+    ``sample_seed(augmentation_seed, epoch, index)`` (`dassl.data.seeding`), so the item does not depend
+    on the process or worker that loads it.
     """
 
     def __init__(self, cfg, data_source: list, transform=None, is_train: bool = False):
@@ -165,6 +236,7 @@ class DatasetWrapper(Dataset):
             to_tensor.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         self.to_tensor = Compose(to_tensor)
         self.cache_description = self._cache_description()
+        self.augmentation_seed: Optional[int] = None  # set by build_data_loader for seeded training data
 
     def _cache_description(self) -> Optional[str]:
         """The transform's key in the image cache, or None when ``DATALOADER.CACHE_IMAGES`` is off."""
@@ -184,7 +256,15 @@ class DatasetWrapper(Dataset):
     def __len__(self) -> int:
         return len(self.data_source)
 
-    def __getitem__(self, idx: int) -> dict:
+    def __getitem__(self, key: Union[int, SampleKey]) -> dict:
+        if isinstance(key, SampleKey):
+            if self.augmentation_seed is None:
+                raise RuntimeError("a SampleKey was requested from a DatasetWrapper without augmentation_seed")
+            with seeded_rng(sample_seed(self.augmentation_seed, key.epoch, key.index)):
+                return self._item(key.index)
+        return self._item(key)
+
+    def _item(self, idx: int) -> dict:
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
         if self.cache_description is not None:

@@ -2,7 +2,8 @@
 
 `select_device` picks the device once from ``cfg.USE_CUDA``. `Precision` wraps the forward pass in
 autocast and the backward / optimiser step in a gradient scaler where the mode needs one.
-Master weights always stay float32. A later multi-GPU (DDP) version only has to extend these two.
+Master weights always stay float32. In a multi-process run (torchrun) each process uses the GPU of
+its ``LOCAL_RANK``.
 """
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from dassl.utils.distributed import group_active, local_rank
+
 PRECISION_MODES = ("fp32", "fp16", "bf16", "amp")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "amp": torch.float16, "bf16": torch.bfloat16}
 
 
 def select_device(use_cuda: bool) -> torch.device:
-    """CUDA when requested and available; otherwise CPU (a requested-but-missing GPU is logged)."""
+    """CUDA when requested and available; otherwise CPU (a requested-but-missing GPU is logged).
+
+    With several processes the device is ``cuda:<LOCAL_RANK>``, one GPU per process.
+    """
     if use_cuda and torch.cuda.is_available():
+        if group_active():
+            return torch.device("cuda", local_rank())
         return torch.device("cuda")
     if use_cuda:
         print("USE_CUDA is True but no CUDA device is available: running on CPU")

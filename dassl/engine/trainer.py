@@ -23,6 +23,12 @@ Checkpoints and resuming (our additions; README "Checkpoints, resuming, precisio
   ``RESUME`` folder without a checkpoint is an error instead of a silent fresh start;
 - a NaN / inf loss or trainable weight stops training before the bad epoch is evaluated or saved
   (`dassl.engine.finite_guard`), so the last checkpoint on disk stays good and resumable.
+
+Several processes (torchrun; `dassl.engine.distributed`): gradients are averaged over the processes
+before every optimiser step, BatchNorm layers use the global batch (``DISTRIBUTED.SYNC_BN``), all
+processes start from rank 0's weights and resume from the same checkpoint; only rank 0 writes
+checkpoints and tensorboard files, and every process waits after each epoch's files are written.
+A non-finite value found by any process stops every process with the same message.
 """
 from __future__ import annotations
 
@@ -42,11 +48,13 @@ from dassl.config.identity import config_hash, config_items, describe_difference
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.utils import AverageMeter, MetricMeter, UserError, mkdir_if_missing
+from dassl.utils.distributed import all_gather_objects, barrier, is_main_process, world_size
 from dassl.utils.tools import remove_stale_temporary_files
 from dassl.utils.torchtools import (CheckpointNotFoundError, atomic_copy, get_rng_state, load_checkpoint,
                                     load_state_dict_checked, read_checkpoint_pointer, restore_from_state,
                                     save_checkpoint, set_rng_state)
 
+from .distributed import average_gradients, broadcast_module_states, convert_batchnorm, require_agreement
 from .finite_guard import LOSS_NAME, FiniteGuard, NonFiniteError, NonFiniteFinding
 from .precision import Precision, select_device
 
@@ -163,15 +171,22 @@ class TrainerBase:
         self._precision.backward(loss)
 
     def model_update(self, names: Names = None) -> None:
-        """(Scaled) optimiser step of the given or all models, then the non-finite check of the step."""
-        for name in self.get_model_names(names):
+        """(Scaled) optimiser step of the given or all models, then the non-finite check of the step.
+
+        With several processes the gradients of the stepped models are first averaged over them
+        (`dassl.engine.distributed.average_gradients`), so every process applies the same update.
+        """
+        names = self.get_model_names(names)
+        average_gradients(p for name in names if self._optims[name] is not None and self._models[name] is not None
+                          for p in self._models[name].parameters() if p.requires_grad)
+        for name in names:
             if self._optims[name] is not None:
                 self._precision.step(self._optims[name])
         self._precision.update()
-        finding = self._finite_guard.after_step(self.named_trainable_parameters(),
-                                                getattr(self, "epoch", 0), getattr(self, "batch_idx", 0))
-        if finding is not None:
-            raise NonFiniteError(self._describe_divergence(finding))
+        self._finite_guard.record(self.named_trainable_parameters(), getattr(self, "epoch", 0),
+                                  getattr(self, "batch_idx", 0))
+        if self._finite_guard.poll_every_step:
+            self._raise_if_nonfinite(self._finite_guard.poll())
 
     def model_backward_and_update(self, loss: torch.Tensor, names: Names = None) -> None:
         """zero_grad -> (scaled) backward -> (scaled) optimiser step, for the given or all models."""
@@ -212,6 +227,19 @@ class TrainerBase:
             self._finite_guard.record(self.named_trainable_parameters(), getattr(self, "epoch", 0),
                                       getattr(self, "batch_idx", 0))
             finding = self._finite_guard.poll()
+        self._raise_if_nonfinite(finding)
+
+    def _raise_if_nonfinite(self, finding: Optional[NonFiniteFinding]) -> None:
+        """Raise `NonFiniteError` for `finding`, or for the first finding of any process.
+
+        Every process reads its guard at the same points of the loop; with several processes the
+        findings are exchanged there, so all of them stop together, with the same message: the
+        earliest step's finding, a NaN / inf loss before a parameter (a bad loss on one process makes
+        every process's parameters NaN through the averaged gradients), then the lowest rank's.
+        """
+        if world_size() > 1:
+            found = [f for f in all_gather_objects(finding) if f is not None]
+            finding = min(found, key=lambda f: (f.epoch, f.batch, f.tensor != LOSS_NAME)) if found else None
         if finding is not None:
             raise NonFiniteError(self._describe_divergence(finding))
 
@@ -242,7 +270,11 @@ class TrainerBase:
 
     # ------------------------------------------------------------------ tensorboard
     def init_writer(self, log_dir: str) -> None:
+        """Tensorboard writer into `log_dir` (rank 0 only; the other processes write nothing)."""
         if self._writer is not None:
+            return
+        if not is_main_process():
+            self._writer = _NullWriter()
             return
         print(f"Initialize tensorboard (log_dir={log_dir})")
         try:
@@ -275,6 +307,7 @@ class TrainerBase:
             self.check_finite()  # before anything evaluates or saves this epoch's weights
             self.after_epoch()
             self.save_epoch_checkpoints()
+            barrier()  # rank 0 has written the epoch's files before any process reads them
         self.after_train()
 
     def before_train(self) -> None:
@@ -305,6 +338,13 @@ class TrainerBase:
 
     def load_run_state(self, state: Dict[str, Any]) -> None:
         """Restore what `run_state` returned, when resuming (default: nothing to restore)."""
+
+    def data_seed(self) -> Optional[int]:
+        """The base seed of seeded training data (stored in checkpoints), or None (default)."""
+        return None
+
+    def restore_data_seed(self, seed: int) -> None:
+        """Continue with the seeded training data of a checkpoint (default: nothing to restore)."""
 
     def run_epoch(self) -> None:
         raise NotImplementedError
@@ -342,6 +382,7 @@ class TrainerBase:
             "best_result": float(getattr(self, "best_result", -np.inf)),
             "precision": self._precision.state_dict(),
             "run_state": self.run_state(),
+            "data_seed": self.data_seed(),
         }
         identity = self.config_identity()
         if identity is not None:
@@ -362,7 +403,12 @@ class TrainerBase:
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False,
                    val_result: Optional[float] = None, model_name: str = "") -> None:
-        """Save every registered model to ``directory/<name>/`` (Dassl file names and keys + resume state)."""
+        """Save every registered model to ``directory/<name>/`` (Dassl file names and keys + resume state).
+
+        Only rank 0 writes (all processes hold the same weights).
+        """
+        if not is_main_process():
+            return
         for name in self.get_model_names():
             save_checkpoint(self._checkpoint_state(name, epoch, val_result), osp.join(directory, name),
                             is_best=is_best, model_name=model_name)
@@ -457,7 +503,7 @@ class TrainerBase:
         ``--eval-only --model-dir OUTPUT_DIR`` find ``model-best.pth.tar`` there.
         """
         output_dir = getattr(self, "output_dir", None)
-        if not output_dir or osp.abspath(directory) == osp.abspath(output_dir):
+        if not output_dir or osp.abspath(directory) == osp.abspath(output_dir) or not is_main_process():
             return
         for name in self.get_model_names():
             source = osp.join(directory, name, BEST_FILE_NAME)
@@ -473,6 +519,8 @@ class TrainerBase:
                   "bit-identical to an uninterrupted one")
             return
         set_rng_state(checkpoint["rng_state"])
+        if checkpoint.get("data_seed") is not None:
+            self.restore_data_seed(int(checkpoint["data_seed"]))
         if checkpoint.get("best_result") is not None:
             self.best_result = checkpoint["best_result"]
         self._precision.load_state_dict(checkpoint.get("precision"))
@@ -558,10 +606,35 @@ class SimpleTrainer(TrainerBase):
         self.best_result = -np.inf
         self.build_data_loader()
         self.build_model()
+        self.prepare_processes()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
 
     def check_cfg(self, cfg) -> None:
         """Hook for trainers to validate their config keys (no-op)."""
+
+    def prepare_processes(self) -> None:
+        """With several processes: BatchNorm over the global batch (``DISTRIBUTED.SYNC_BN``) in every
+        registered model, then rank 0's weights into every process. Nothing for one process.
+
+        Without ``DISTRIBUTED.SYNC_BN`` each process normalises with the statistics of its own share of
+        the batch (batch / N images, as one device running batch / N would), the processes' running
+        statistics drift apart, and the checkpoints hold rank 0's.
+        """
+        if world_size() <= 1:
+            return
+        converted = 0
+        for name in self.get_model_names():
+            if self._models[name] is None:
+                continue
+            if self.cfg.DISTRIBUTED.SYNC_BN:
+                self._models[name], count = convert_batchnorm(self._models[name])
+                converted += count
+        if converted:
+            print(f"DISTRIBUTED.SYNC_BN: {converted} BatchNorm layer(s) normalise with the statistics of the "
+                  f"global batch (all {world_size()} processes)")
+        elif not self.cfg.DISTRIBUTED.SYNC_BN:
+            print(f"DISTRIBUTED.SYNC_BN is False: BatchNorm layers use each process's batch / {world_size()} images")
+        broadcast_module_states(m for m in self._models.values() if m is not None)
 
     def set_precision(self, mode: str) -> None:
         """Install the numeric precision (``fp32 | fp16 | bf16 | amp``) on this trainer's device."""
@@ -582,6 +655,15 @@ class SimpleTrainer(TrainerBase):
         self.lab2cname = dm.lab2cname
         self.dm = dm
 
+    def data_seed(self) -> Optional[int]:
+        """The base seed of the seeded training data (``DATALOADER.SEEDED_AUGMENTATION``), else None."""
+        return getattr(getattr(self, "dm", None), "augmentation_seed", None)
+
+    def restore_data_seed(self, seed: int) -> None:
+        """Use a checkpoint's data seed, so that a resumed run sees the data an uninterrupted one would."""
+        if self.data_seed() is not None and self.data_seed() != seed:
+            self.dm.set_augmentation_seed(seed)
+
     def build_model(self) -> None:
         raise NotImplementedError(
             f"{type(self).__name__} must implement build_model() (build the modules and call register_model)")
@@ -592,6 +674,8 @@ class SimpleTrainer(TrainerBase):
 
     def remove_interrupted_writes(self) -> None:
         """Delete temporary files that a stopped run's atomic writes left in OUTPUT_DIR and its model folders."""
+        if not is_main_process():
+            return
         folders = [self.output_dir] + [osp.join(self.output_dir, name) for name in self.get_model_names()]
         for folder in folders:
             removed = remove_stale_temporary_files(folder)
@@ -605,6 +689,10 @@ class SimpleTrainer(TrainerBase):
             self.start_epoch = self.resume_model_if_exist(self.cfg.RESUME, required=True)
         else:
             self.start_epoch = self.resume_model_if_exist(self.output_dir)
+        require_agreement(self.start_epoch, lambda epochs: (
+            f"the processes found different checkpoints to resume from (start epoch by rank: {epochs}): "
+            "every process must see the same output folder; on several machines put OUTPUT_DIR on a shared "
+            "file system"))
         writer_dir = osp.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
@@ -642,6 +730,8 @@ class SimpleTrainer(TrainerBase):
         After the final epoch ``model.pth.tar-<E>`` (just written, with the same state) takes its place
         and the file is removed.
         """
+        if not is_main_process():
+            return
         last_epoch = (self.epoch + 1) == self.max_epoch
         for name in self.get_model_names():
             path = osp.join(self.output_dir, name, RESUME_FILE_NAME)
@@ -711,6 +801,7 @@ class TrainerX(SimpleTrainer):
         batch_time = AverageMeter()
         data_time = AverageMeter()
         self.num_batches = len(self.train_loader_x)
+        self.set_loader_epoch(self.epoch)
         print_freq = self.cfg.TRAIN.PRINT_FREQ
 
         end = time.time()
@@ -729,6 +820,13 @@ class TrainerX(SimpleTrainer):
                 self.write_scalar("train/" + name, meter.avg, n_iter)
             self.write_scalar("train/lr", self.get_current_lr(), n_iter)
             end = time.time()
+
+    def set_loader_epoch(self, epoch: int) -> None:
+        """Tell the training samplers which epoch starts (seeded order and augmentation, several processes)."""
+        for loader in (self.train_loader_x, getattr(self, "train_loader_u", None)):
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
 
     def _progress_line(self, batch_time: AverageMeter, data_time: AverageMeter, losses: MetricMeter) -> str:
         remaining = (self.num_batches - self.batch_idx - 1) + \

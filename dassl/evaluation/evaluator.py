@@ -2,6 +2,11 @@
 
 Log parsers (PromptKD's ``parse_test_res.py`` and ours) match the printed lines
 ``* accuracy: X.X%`` etc., so the block must not change.
+
+With several processes (torchrun) each process evaluates a disjoint shard of the split
+(`dassl.data.samplers.ShardSampler`); `Classification.evaluate` gathers every process's labels and
+predictions first (in rank order, i.e. the split's order), so every process returns the numbers one
+process computes on the whole split, each image counted once.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import numpy as np
 import torch
 
 from dassl.evaluation.build import EVALUATOR_REGISTRY
+from dassl.utils.distributed import all_gather_objects, is_main_process, world_size
 from dassl.utils.tools import mkdir_if_missing
 
 __all__ = ["EvaluatorBase", "Classification", "macro_f1_score", "confusion_matrix"]
@@ -105,8 +111,26 @@ class Classification(EvaluatorBase):
             for label, hit in zip(gt_list, matches.detach().cpu().tolist()):
                 self._per_class_res[label].append(hit)
 
+    def _gather_processes(self) -> None:
+        """Replace this process's records by those of all processes (rank order), recounting everything."""
+        parts = all_gather_objects((self._y_true, self._y_pred))
+        self._y_true = [label for part in parts for label in part[0]]
+        self._y_pred = [pred for part in parts for pred in part[1]]
+        hits = [int(t == p) for t, p in zip(self._y_true, self._y_pred)]
+        self._correct = sum(hits)
+        self._total = len(hits)
+        if self._per_class_res is not None:
+            self._per_class_res = defaultdict(list)
+            for label, hit in zip(self._y_true, hits):
+                self._per_class_res[label].append(hit)
+
     def evaluate(self) -> "OrderedDict[str, float]":
-        """Return accuracy, error_rate, macro_f1 (percent; + perclass_accuracy) and print the block."""
+        """Return accuracy, error_rate, macro_f1 (percent; + perclass_accuracy) and print the block.
+
+        With several processes every process must call it (it gathers their records first).
+        """
+        if world_size() > 1:
+            self._gather_processes()
         results: "OrderedDict[str, float]" = OrderedDict()
         acc = 100.0 * self._correct / self._total if self._total else 0.0
         err = 100.0 - acc
@@ -141,7 +165,7 @@ class Classification(EvaluatorBase):
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
 
-        if self.cfg.TEST.COMPUTE_CMAT:
+        if self.cfg.TEST.COMPUTE_CMAT and is_main_process():
             cmat = confusion_matrix(np.array(self._y_true), np.array(self._y_pred))
             mkdir_if_missing(self.cfg.OUTPUT_DIR)
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")

@@ -1,5 +1,5 @@
 """Engine utilities: files and JSON, logging, seeding, meters, registries, checkpoints, run lock,
-and the one-line description of a failure."""
+which process of a multi-process run this is, and the one-line description of a failure."""
 from dassl.utils.tools import (  # noqa: F401
     OutputWriteError,
     UnknownChoiceError,
@@ -17,7 +17,16 @@ from dassl.utils.tools import (  # noqa: F401
     tolist_if_not,
     write_json,
 )
-from dassl.utils.logger import Logger, close_logger, log_path, setup_logger, write_to_log  # noqa: F401
+from dassl.utils.logger import (  # noqa: F401
+    Logger,
+    close_logger,
+    console_stderr,
+    log_path,
+    quiet_console,
+    setup_logger,
+    write_to_log,
+)
+from dassl.utils.distributed import is_main_process, process_rank, world_size  # noqa: F401
 from dassl.utils.run_lock import FolderInUseError, RunLock  # noqa: F401
 from dassl.utils.failure import expected_failure_line, unexpected_failure_line, worker_traceback  # noqa: F401
 from dassl.utils.meters import AverageMeter, MetricMeter  # noqa: F401

@@ -9,6 +9,9 @@ Differences from Dassl, on purpose:
   message with it: on the first failed write the file is dropped, one warning goes to the console,
   and printing continues on the console only. (Otherwise the failure would surface inside
   ``print`` calls far from its cause, or at exit as Python's "lost sys.stderr".)
+- in a multi-process run (torchrun) only rank 0 logs: on the other processes `setup_logger` (or
+  `quiet_console`) drops everything printed, including progress bars and warnings, until
+  `close_logger`; `console_stderr` still reaches the real console (for a process's own error line).
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ import sys
 import time
 from typing import IO, Optional
 
+from dassl.utils.distributed import is_main_process
 from dassl.utils.tools import mkdir_if_missing
 
-__all__ = ["setup_logger", "close_logger", "Logger", "log_path", "log_failure", "write_to_log"]
+__all__ = ["setup_logger", "close_logger", "Logger", "log_path", "log_failure", "write_to_log", "quiet_console",
+           "console_stderr"]
 
 
 class _LogFile:
@@ -112,7 +117,48 @@ class Logger:
         return getattr(self.console, name)
 
 
+class _Discard:
+    """Stands in for a console stream of a process that must not print (not rank 0): drops every write."""
+
+    def __init__(self, console: IO[str]) -> None:
+        self.console = console
+
+    def write(self, msg: str) -> int:
+        return len(msg)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        return getattr(self.console, name)
+
+
 _active: Optional[dict] = None
+_quiet: Optional[dict] = None  # the console streams replaced by `quiet_console`
+
+
+def quiet_console() -> None:
+    """Drop everything this process prints (stdout and stderr) until `close_logger`.
+
+    For the processes other than rank 0 of a multi-process run, whose output would repeat rank 0's.
+    """
+    global _quiet
+    if _quiet is not None:
+        return
+    _quiet = {"out": _Discard(sys.stdout), "err": _Discard(sys.stderr)}
+    sys.stdout, sys.stderr = _quiet["out"], _quiet["err"]
+
+
+def console_stderr() -> IO[str]:
+    """The real console's stderr, also while this process is quiet or logging (for its own error line)."""
+    if _quiet is not None:
+        return _quiet["err"].console
+    if _active is not None:
+        return _active["err"].console
+    return sys.stderr
 
 
 def _free_log_path(fpath: str) -> str:
@@ -152,7 +198,13 @@ def close_logger(discard: bool = False) -> None:
     With `discard` the log file is deleted as well (used for a run that failed before it started, so
     that its log does not push the next run's log to ``log.txt-<time>``).
     """
-    global _active
+    global _active, _quiet
+    if _quiet is not None:
+        if sys.stdout is _quiet["out"]:
+            sys.stdout = _quiet["out"].console
+        if sys.stderr is _quiet["err"]:
+            sys.stderr = _quiet["err"].console
+        _quiet = None
     if _active is None:
         return
     if sys.stdout is _active["out"]:
@@ -174,9 +226,13 @@ def setup_logger(output: Optional[str] = None) -> Optional[str]:
 
     ``output`` is a folder (the log is ``<output>/log.txt``) or a path ending in ``.txt``/``.log``.
     An existing log is never overwritten: the new one gets a ``-<timestamp>`` suffix, and a line
-    says which file is being written.
+    says which file is being written. On a process other than rank 0 nothing is logged: the console
+    is made quiet (`quiet_console`) and None is returned.
     """
     global _active
+    if not is_main_process():
+        quiet_console()
+        return None
     if not output:
         return None
     if output.endswith(".txt") or output.endswith(".log"):

@@ -17,6 +17,8 @@ import shutil
 import warnings
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
+from dassl.utils.distributed import is_main_process
+
 __all__ = [
     "UserError",
     "UnknownChoiceError",
@@ -167,7 +169,12 @@ def atomic_write(fpath: str, write: Callable[[str], None]) -> None:
     The data is fsync'ed before the rename; on any error the temporary file is removed (a killed
     process leaves it behind: `remove_stale_temporary_files` clears such files on the next start).
     A read-only folder, a full disk or a failed write raises `OutputWriteError` naming the file.
+
+    In a multi-process run (torchrun) only rank 0 writes: on the other processes, which hold the same
+    state, this is a no-op, so a checkpoint or results.json is written once whoever asks for it.
     """
+    if not is_main_process():
+        return
     folder = osp.dirname(osp.abspath(fpath))
     tmp_path = None
     try:
