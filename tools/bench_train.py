@@ -16,6 +16,14 @@ checkpoint reader are redirected for the names ``bench-student`` / ``bench-teach
 
     python tools/bench_train.py --device cuda
     python tools/bench_train.py --device cpu --small --steps 5
+
+``--ddp N`` measures data-parallel training instead (README, "Multi-GPU and large runs"): PromptKD's
+step (forward, backward, gradient all-reduce, optimiser step) in N processes, each with batch / N
+images, against one process with the whole batch, all forked from this one with torchrun's
+environment (gloo on the CPU, NCCL with one GPU per process on CUDA). On the CPU the cores are
+shared: one process gets every thread, each of N processes 1/N of them.
+
+    python tools/bench_train.py --device cpu --small --ddp 2 --batch 8 --steps 5
 """
 from __future__ import annotations
 
@@ -210,6 +218,99 @@ def format_report(results: Dict[str, Dict[str, float]], device: str, small: bool
     return "\n".join(lines)
 
 
+def _ddp_worker(rank: int, nproc: int, port: int, threads: int, build: Callable[[], object], device: str,
+                batch: int, steps: int, warmup: int, results) -> None:
+    """One process of `run_ddp`: join the group (if several), build PromptKD, time its step on batch / nproc images."""
+    try:
+        if nproc > 1:
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.set_num_threads(threads)
+        from dassl.engine.distributed import init_distributed, shutdown_distributed
+
+        init_distributed(device == "cuda")
+        trainer = build()
+        local = batch // nproc
+        res = trainer.cfg.INPUT.SIZE[0]
+        generator = torch.Generator().manual_seed(rank)
+        data = {"img": torch.randn(local, 3, res, res, generator=generator).to(trainer.device),
+                "label": torch.zeros(local, dtype=torch.long, device=trainer.device)}
+        step = time_it(lambda: trainer.forward_backward(data), steps, warmup, device)
+        shutdown_distributed()
+        results.put((rank, step, None))
+    except BaseException as exc:  # noqa: BLE001  (reported by the parent)
+        results.put((rank, None, f"{type(exc).__name__}: {exc}"))
+
+
+def _time_processes(nproc: int, threads: int, build: Callable[[], object], device: str, batch: int, steps: int,
+                    warmup: int) -> float:
+    """Median step time (s) of rank 0 in a group of `nproc` forked processes (each step ends in the
+    gradient all-reduce, so the ranks advance together)."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=_ddp_worker, args=(rank, nproc, port, threads, build, device, batch, steps,
+                                                         warmup, results)) for rank in range(nproc)]
+    for worker in workers:
+        worker.start()
+    outcome = dict((rank, (step, error)) for rank, step, error in (results.get() for _ in workers))
+    for worker in workers:
+        worker.join()
+    errors = [f"rank {rank}: {error}" for rank, (_, error) in sorted(outcome.items()) if error]
+    if errors:
+        raise SystemExit("error: " + "; ".join(errors))
+    return outcome[0][0]
+
+
+def run_ddp(nproc: int, device: str = "cpu", small: bool = True, classes: int = 100, batch: int = 8,
+            steps: int = 10, warmup: int = 3, prec: Optional[str] = None) -> Dict[str, float]:
+    """PromptKD's step in `nproc` processes (batch / nproc images each) against one process (`batch` images)."""
+    from tools.make_fake_dataset import make_fake_dataset
+
+    if nproc < 2:
+        raise SystemExit("error: --ddp needs at least 2 processes")
+    if batch % nproc:
+        raise SystemExit(f"error: --batch {batch} (the global batch) must divide by --ddp {nproc}")
+    if device == "cuda" and torch.cuda.device_count() < nproc:
+        raise SystemExit(f"error: --ddp {nproc} on cuda needs {nproc} GPUs, {torch.cuda.device_count()} visible")
+    sizes = SMALL if small else REAL
+    prec = prec or ("fp16" if device == "cuda" else "fp32")
+    cores = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="bench_ddp_") as work:
+        root = os.path.join(work, "data")
+        make_fake_dataset("Caltech101", root, num_classes=classes, train_per_class=1, val_per_class=1,
+                          test_per_class=1, image_size=16)
+        ckpt = Path(work, "teacher_model", "Caltech101", "VLPromptLearner", "model-best.pth.tar")
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")  # placeholder: the state dict is served from memory
+        install_random_weights(sizes, [f"class {i}" for i in range(classes)])
+
+        def build():
+            return build_trainer("PromptKD", root, work, sizes, device, prec, batch)
+
+        one = _time_processes(1, cores, build, device, batch, steps, warmup)
+        many = _time_processes(nproc, max(1, cores // nproc), build, device, batch, steps, warmup)
+    return {"processes": nproc, "global_batch": batch, "threads": cores, "step_1_s": one, "step_n_s": many,
+            "speedup": one / many, "efficiency": one / many / nproc}
+
+
+def format_ddp_report(r: Dict[str, float], device: str, small: bool) -> str:
+    sizes = "small CPU-sized towers" if small else "ViT-B/16 student, ViT-L/14 teacher"
+    backend = "NCCL, one GPU per process" if device == "cuda" else f"gloo, {r['threads']} CPU threads shared"
+    n, batch = r["processes"], r["global_batch"]
+    return "\n".join([
+        f"PromptKD training step, global batch {batch}; {sizes}; {backend}", "",
+        "| processes | images per process | step (ms) | images/s |", "|---|---|---|---|",
+        f"| 1 | {batch} | {1000 * r['step_1_s']:.1f} | {batch / r['step_1_s']:.1f} |",
+        f"| {n} | {batch // n} | {1000 * r['step_n_s']:.1f} | {batch / r['step_n_s']:.1f} |", "",
+        f"Speed-up of {n} processes: x{r['speedup']:.2f} (parallel efficiency {100 * r['efficiency']:.0f}%)"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Training-step throughput and memory of the distillation trainers.")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -221,7 +322,15 @@ def main(argv=None) -> int:
     parser.add_argument("--prec", choices=("fp16", "bf16", "fp32"), default=None,
                         help="default: fp16 on cuda, fp32 on cpu")
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers as JSON")
+    parser.add_argument("--ddp", type=int, metavar="N", default=0,
+                        help="instead: PromptKD's step in N processes (batch / N images each) against one process")
     args = parser.parse_args(argv)
+    if args.ddp:
+        ddp = run_ddp(args.ddp, args.device, args.small, args.classes, args.batch, args.steps, args.warmup, args.prec)
+        print(format_ddp_report(ddp, args.device, args.small))
+        if args.json:
+            Path(args.json).write_text(json.dumps(ddp, indent=2))
+        return 0
     results = run(args.device, args.small, args.classes, args.batch, args.steps, args.warmup, args.prec)
     print(format_report(results, args.device, args.small, args.classes, args.batch))
     if args.json:

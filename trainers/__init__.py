@@ -9,3 +9,6 @@ from trainers import promptsrc, zsclip  # noqa: F401,E402
 
 # Supervised prompt learners (baselines; PromptSRC above is one too).
 from trainers import cocoop, coop, ivlp, maple  # noqa: F401,E402
+
+# KDPL: distillation from a zero-shot CLIP into a host prompt learner (and KDPL_RSM).
+from trainers import kdpl  # noqa: F401,E402

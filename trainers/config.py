@@ -64,9 +64,24 @@ _RSM = {
     "IMAGE_FEATURE": "projected",  # "projected" (after the student's projector) or "backbone"
 }
 
+# KDPL (trainers/kdpl.py): a zero-shot CLIP teacher distilled into a prompted student without labels.
+_KDPL = {
+    # KDPL's teacher key. KDPL's default, "ViT-H-14-quickgelu" (DFN-5B through open_clip), cannot be built
+    # here (docs/compatibility.md, section 6, "KDPL"); the default is OpenAI's ViT-L/14.
+    "TEACHER": "ViT-L/14",
+    "CLASS_AGNOSTIC": False,  # distil over a large class list (CLASS_LIST), K_MAX classes per batch
+    "K_MAX": 1000,
+    "CTX_INIT": "a photo of a",  # read by no code (as in KDPL): the host's CTX_INIT key decides
+    "PREC": "fp16",  # read by no code: the host's PREC key decides
+    # This project's keys:
+    "TEACHER_WEIGHTS": "",  # a CLIP weights file for the teacher; "" resolves TEACHER
+    "CLASS_LIST": "",  # the class names of the class-agnostic mode (a text or KDPL's CSV file)
+    "HOST": "CoOp",  # the student's prompt learner: CoOp | CoCoOp | IVLP | MaPLe
+}
+
 _TRAINER_NAMESPACES: Dict[str, Dict[str, Any]] = {
     "COOP": _COOP, "COCOOP": _COCOOP, "MAPLE": _MAPLE, "IVLP": _IVLP, "PROMPTSRC": _PROMPTSRC,
-    "PROMPTKD": _PROMPTKD, "RSM": _RSM,
+    "PROMPTKD": _PROMPTKD, "RSM": _RSM, "KDPL": _KDPL,
 }
 
 # PromptKD's distillation protocol, read by the distillation trainers: "base2novel" | "cross".

@@ -91,7 +91,7 @@ class SupervisedPromptTrainer(TrainerX):
     def check_cfg(self, cfg) -> None:
         read_precision(cfg, self.PRECISION_KEY)
         check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES)
-        note = describe_unused_keys(cfg)
+        note = None if getattr(self, "USES_RSM", False) else describe_unused_keys(cfg)
         if note:
             print(note)
 
