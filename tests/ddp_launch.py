@@ -1,4 +1,5 @@
-"""Run a function in N processes as torchrun would start them (for the multi-process tests, CPU + gloo).
+"""Run a function in N processes as torchrun would start them (for the multi-process tests, CPU + gloo),
+and `cli`: train.py's entry point with its stderr captured.
 
 The processes are forked from the test process, so they share its imports and registrations (a toy
 trainer defined in a test module exists in them too) and start in a fraction of a second; each gets
@@ -7,13 +8,16 @@ CPU thread. `train.cli` then joins the process group itself, exactly as under to
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing
 import os
 import queue
 import signal
 import socket
 import traceback
-from typing import Any, Callable, List, Sequence
+from pathlib import Path
+from typing import Any, Callable, List, Sequence, Tuple
 
 
 def free_port() -> int:
@@ -67,3 +71,18 @@ def run_processes(fn: Callable, nprocs: int = 2, args: Sequence[Any] = (), timeo
     if errors:
         raise RuntimeError("\n".join(f"rank {rank}:\n{text}" for rank, text in sorted(errors.items())))
     return [outcomes[rank][1] for rank in range(nprocs)]
+
+
+def cli(argv: Sequence[str]) -> Tuple[int, str]:
+    """``train.cli(argv)`` in this process; returns (exit status, what it printed to stderr)."""
+    import train
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = train.cli(list(argv))
+    return status, err.getvalue()
+
+
+def result_lines(log: Path) -> List[str]:
+    """The evaluator's result lines (``* total: ...``, ``* accuracy: ...``, per-class lines) of a log."""
+    return [line for line in log.read_text().splitlines() if line.startswith("* ")]

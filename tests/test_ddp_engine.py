@@ -9,8 +9,6 @@ float32 resolution (~1e-7 relative), far below any change of the data or the upd
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -28,10 +26,10 @@ from dassl.engine.distributed import (CrossProcessBatchNorm, average_gradients, 
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import process_rank
 from dassl.utils.torchtools import load_checkpoint
-from ddp_launch import run_processes
+from ddp_launch import cli, result_lines, run_processes
 from toy_engine import ToyLinearProbe, make_image_folder
 
-train = pytest.importorskip("train")
+pytest.importorskip("train")
 
 torch.set_num_threads(1)
 
@@ -91,14 +89,6 @@ def toy_argv(data: Path, config: Path, out: Path, *opts: str, flags=()):
             "--output-dir", str(out), *flags, "DATASET.NAME", "ToyFolder", "USE_CUDA", "False", *opts]
 
 
-def cli(argv):
-    """train.cli in this process; returns (exit status, what it printed to stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        status = train.cli(argv)
-    return status, err.getvalue()
-
-
 def weights(out: Path, name: str = "model.pth.tar-2") -> dict:
     return load_checkpoint(str(out / "probe" / name))
 
@@ -110,10 +100,6 @@ def assert_same_weights(first: dict, second: dict) -> None:
             torch.testing.assert_close(first[key], second[key], rtol=RTOL, atol=ATOL, msg=key)
         else:
             assert torch.equal(first[key], second[key]), key
-
-
-def final_lines(log: Path):
-    return [line for line in log.read_text().splitlines() if line.startswith("* ")]
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +137,9 @@ def test_two_processes_train_what_one_process_trains(toy):
     assert sorted(p.name for p in out.glob("log.txt*")) == ["log.txt"]  # rank 1 logs nothing
     assert not (out / "run.lock").exists()
     assert not list(out.rglob("*.tmp"))
+    # one process, default data stream: another configuration than the folder's, refused with the key named
+    status, err = cli(toy_argv(toy["data"], toy["config"], out, "OPTIM.MAX_EPOCH", "3"))
+    assert status == 2 and "differs in DATALOADER.SEEDED_AUGMENTATION (checkpoint True, now None)" in err, err
 
 
 def test_a_stopped_two_process_run_resumes_to_the_same_result(toy):
@@ -177,9 +166,9 @@ def test_evaluation_is_split_and_gathered_exactly(toy):
     statuses = run_processes(cli, 2, (toy_argv(toy["data"], toy["config"], two, "TEST.PER_CLASS_RESULT", "True",
                                                flags=flags),))
     assert [status for status, _ in statuses] == [0, 0], statuses
-    lines = final_lines(single / "log.txt")
+    lines = result_lines(single / "log.txt")
     assert "* total: 9" in lines  # 9 test images: shards of 4 and 5, each image counted once
-    assert final_lines(two / "log.txt") == lines
+    assert result_lines(two / "log.txt") == lines
 
 
 def test_a_nan_on_one_process_stops_every_process_with_one_message(toy):
@@ -200,7 +189,8 @@ def test_refused_starts_stop_every_process(toy):
     results = run_processes(cli, 2, (toy_argv(toy["data"], toy["config"], toy["root"] / "odd",
                                               "DATALOADER.TRAIN_X.BATCH_SIZE", "5"),))
     assert [status for status, _ in results] == [2, 2]
-    assert "Error: DATALOADER.TRAIN_X.BATCH_SIZE 5 is the global batch and must divide by the 2 processes" in results[0][1]
+    expected = "Error: DATALOADER.TRAIN_X.BATCH_SIZE 5 is the global batch and must divide by the 2 processes"
+    assert expected in results[0][1] and f"[rank 1] {expected}" in results[1][1]
 
     busy = toy["root"] / "busy"
     busy.mkdir()

@@ -4,7 +4,7 @@ projector's BatchNorm over the global batch, the split evaluation.
 
 Setting: PromptKD's global batch 8 and LR 0.005, 2 epochs of one step (4 images per process).
 Tolerance: float32, rtol 1e-5 / atol 1e-5. The processes sum in another order than one process does
-(see tests/test_ddp_engine.py); this tiny random-weight run amplifies such differences more than the
+(the all-reduce adds the processes' partial sums); this tiny random-weight run amplifies such differences more than the
 toy does: reordering the 8 images inside a one-process batch moves its weights by ~1e-6 relative,
 as much as the 2-process run differs from the 1-process run. A real difference (no gradient averaging,
 BatchNorm over half the batch, another KD normalisation) moves them by more than 1e-3.
@@ -19,8 +19,7 @@ import torch
 
 import trainers_tiny_setup as tiny
 from dassl.utils.torchtools import load_checkpoint
-from ddp_launch import run_processes
-from test_ddp_engine import cli, final_lines
+from ddp_launch import cli, result_lines, run_processes
 
 PROMPTKD_YAML = os.path.join("configs", "trainers", "PromptKD", "vit_b16_c2_ep20_batch8_4+4ctx.yaml")
 CHECKPOINT = os.path.join("VLPromptLearner", "model.pth.tar-2")
@@ -71,5 +70,26 @@ def test_two_process_promptkd_equals_one_process_and_evaluates_the_same(world, t
     assert status == 0, err
     results = run_processes(cli, 2, (promptkd_argv(world, tmp_path / "eval2", flags=flags),))
     assert [status for status, _ in results] == [0, 0], results
-    lines = final_lines(tmp_path / "eval1" / "log.txt")
-    assert lines and final_lines(tmp_path / "eval2" / "log.txt") == lines
+    lines = result_lines(tmp_path / "eval1" / "log.txt")
+    assert lines and result_lines(tmp_path / "eval2" / "log.txt") == lines
+
+
+def test_two_process_promptkd_rsm_equals_one_process(world, tmp_path):
+    """H(M) is computed over the image rows of the whole global batch (gathered with their gradients)."""
+    single, two = tmp_path / "single", tmp_path / "two"
+    def argv(out, *opts):
+        items = promptkd_argv(world, out, "TRAINER.RSM.WEIGHT", "50.0", "TRAINER.RSM.DIM", "8", *opts)
+        items[items.index("--trainer") + 1] = "PromptKD_RSM"
+        return items
+
+    status, err = cli(argv(single, "DATALOADER.SEEDED_AUGMENTATION", "True"))
+    assert status == 0, err
+    results = run_processes(cli, 2, (argv(two),))
+    assert [status for status, _ in results] == [0, 0], results
+    one_state = load_checkpoint(str(single / CHECKPOINT))["state_dict"]
+    two_state = load_checkpoint(str(two / CHECKPOINT))["state_dict"]
+    trained = [key for key in one_state if key.startswith("rsm.") or "VPT" in key]
+    assert any(key.startswith("rsm.") for key in trained)
+    for key in trained:
+        if one_state[key].is_floating_point():
+            torch.testing.assert_close(two_state[key], one_state[key], rtol=RTOL, atol=ATOL, msg=key)

@@ -19,7 +19,7 @@ checkpoint reader are redirected for the names ``bench-student`` / ``bench-teach
 
 ``--ddp N`` measures data-parallel training instead (README, "Multi-GPU and large runs"): PromptKD's
 step (forward, backward, gradient all-reduce, optimiser step) in N processes, each with batch / N
-images, against one process with the whole batch, all forked from this one with torchrun's
+images, against one process with the whole batch, all started from this one with torchrun's
 environment (gloo on the CPU, NCCL with one GPU per process on CUDA). On the CPU the cores are
 shared: one process gets every thread, each of N processes 1/N of them.
 
@@ -218,8 +218,7 @@ def format_report(results: Dict[str, Dict[str, float]], device: str, small: bool
     return "\n".join(lines)
 
 
-def _ddp_worker(rank: int, nproc: int, port: int, threads: int, build: Callable[[], object], device: str,
-                batch: int, steps: int, warmup: int, results) -> None:
+def _ddp_worker(rank: int, nproc: int, port: int, threads: int, spec: Dict[str, object], results) -> None:
     """One process of `run_ddp`: join the group (if several), build PromptKD, time its step on batch / nproc images."""
     try:
         if nproc > 1:
@@ -228,34 +227,38 @@ def _ddp_worker(rank: int, nproc: int, port: int, threads: int, build: Callable[
         torch.set_num_threads(threads)
         from dassl.engine.distributed import init_distributed, shutdown_distributed
 
+        device, batch = str(spec["device"]), int(spec["batch"])
         init_distributed(device == "cuda")
-        trainer = build()
+        sizes = SMALL if spec["small"] else REAL
+        install_random_weights(sizes, [f"class {i}" for i in range(int(spec["classes"]))])
+        trainer = build_trainer("PromptKD", str(spec["root"]), str(spec["work"]), sizes, device, str(spec["prec"]),
+                                batch)
         local = batch // nproc
         res = trainer.cfg.INPUT.SIZE[0]
         generator = torch.Generator().manual_seed(rank)
         data = {"img": torch.randn(local, 3, res, res, generator=generator).to(trainer.device),
                 "label": torch.zeros(local, dtype=torch.long, device=trainer.device)}
-        step = time_it(lambda: trainer.forward_backward(data), steps, warmup, device)
+        step = time_it(lambda: trainer.forward_backward(data), int(spec["steps"]), int(spec["warmup"]), device)
         shutdown_distributed()
         results.put((rank, step, None))
     except BaseException as exc:  # noqa: BLE001  (reported by the parent)
         results.put((rank, None, f"{type(exc).__name__}: {exc}"))
 
 
-def _time_processes(nproc: int, threads: int, build: Callable[[], object], device: str, batch: int, steps: int,
-                    warmup: int) -> float:
-    """Median step time (s) of rank 0 in a group of `nproc` forked processes (each step ends in the
-    gradient all-reduce, so the ranks advance together)."""
+def _time_processes(nproc: int, threads: int, spec: Dict[str, object]) -> float:
+    """Median step time (s) of rank 0 in a group of `nproc` fresh processes (each step ends in the
+    gradient all-reduce, so the ranks advance together). Started with "spawn": a process forked after
+    this one ran multi-threaded OpenMP code could hang in its first parallel region."""
     import multiprocessing
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    workers = [context.Process(target=_ddp_worker, args=(rank, nproc, port, threads, build, device, batch, steps,
-                                                         warmup, results)) for rank in range(nproc)]
+    workers = [context.Process(target=_ddp_worker, args=(rank, nproc, port, threads, spec, results))
+               for rank in range(nproc)]
     for worker in workers:
         worker.start()
     outcome = dict((rank, (step, error)) for rank, step, error in (results.get() for _ in workers))
@@ -278,7 +281,6 @@ def run_ddp(nproc: int, device: str = "cpu", small: bool = True, classes: int = 
         raise SystemExit(f"error: --batch {batch} (the global batch) must divide by --ddp {nproc}")
     if device == "cuda" and torch.cuda.device_count() < nproc:
         raise SystemExit(f"error: --ddp {nproc} on cuda needs {nproc} GPUs, {torch.cuda.device_count()} visible")
-    sizes = SMALL if small else REAL
     prec = prec or ("fp16" if device == "cuda" else "fp32")
     cores = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="bench_ddp_") as work:
@@ -288,13 +290,10 @@ def run_ddp(nproc: int, device: str = "cpu", small: bool = True, classes: int = 
         ckpt = Path(work, "teacher_model", "Caltech101", "VLPromptLearner", "model-best.pth.tar")
         ckpt.parent.mkdir(parents=True)
         ckpt.write_bytes(b"")  # placeholder: the state dict is served from memory
-        install_random_weights(sizes, [f"class {i}" for i in range(classes)])
-
-        def build():
-            return build_trainer("PromptKD", root, work, sizes, device, prec, batch)
-
-        one = _time_processes(1, cores, build, device, batch, steps, warmup)
-        many = _time_processes(nproc, max(1, cores // nproc), build, device, batch, steps, warmup)
+        spec = {"root": root, "work": work, "small": small, "classes": classes, "device": device, "prec": prec,
+                "batch": batch, "steps": steps, "warmup": warmup}
+        one = _time_processes(1, cores, spec)
+        many = _time_processes(nproc, max(1, cores // nproc), spec)
     return {"processes": nproc, "global_batch": batch, "threads": cores, "step_1_s": one, "step_n_s": many,
             "speedup": one / many, "efficiency": one / many / nproc}
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dassl.engine.distributed import gather_with_grad
 from dassl.utils import UserError
 from trainers.config import default_config
 
@@ -214,6 +215,8 @@ class RSMTerm:
         if not self.active:
             return None
         image_features = projected_features if self.image_feature == "projected" else backbone_features
+        # Under several processes M holds the image rows of the whole global batch, as in one process.
+        image_features = gather_with_grad(image_features)
         entropy, max_prob = module.entropy_and_max_prob(image_features, text_features)
         weighted = self.weight * entropy
         return weighted, {"rsm": weighted.detach(), "H": entropy.detach(), "max_p": max_prob}

@@ -68,7 +68,8 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source:
             raise UserError(f"training with {num_replicas} processes needs seeded data: leave "
                             "DATALOADER.SEEDED_AUGMENTATION unset or True")
         if not isinstance(dataset, DatasetWrapper):
-            raise UserError(f"seeded training data need a DatasetWrapper subclass as dataset_wrapper, got {wrapper_cls}")
+            raise UserError("seeded training data need a DatasetWrapper subclass as dataset_wrapper, "
+                            f"got {wrapper_cls}")
         check_global_batch(batch_size, len(data_source), num_replicas, batch_key)
         dataset.augmentation_seed = augmentation_seed
         sampler = SeededSampler(len(data_source), batch_size, augmentation_seed,
@@ -115,7 +116,8 @@ class DataManager:
 
         loaders = cfg.DATALOADER
         # The base seed of seeded training data (None: the global random streams, as in Dassl).
-        self.augmentation_seed: Optional[int] = resolve_augmentation_seed(cfg) if seeded_augmentation_enabled(cfg) else None
+        seeded = seeded_augmentation_enabled(cfg)
+        self.augmentation_seed: Optional[int] = resolve_augmentation_seed(cfg) if seeded else None
         self.train_loader_x = build_data_loader(
             cfg, sampler_type=loaders.TRAIN_X.SAMPLER, data_source=dataset.train_x,
             batch_size=loaders.TRAIN_X.BATCH_SIZE, n_domain=loaders.TRAIN_X.N_DOMAIN,

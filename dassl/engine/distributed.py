@@ -90,9 +90,9 @@ def shutdown_distributed() -> None:
 def describe_run() -> str:
     """One log line for a multi-process run: world size, backend, this process's device."""
     backend = dist.get_backend() if group_active() else "none"
-    device = f"cuda:{local_rank()}" if backend == "nccl" else "cpu"
-    return (f"Distributed run: world size: {world_size()} (rank {process_rank()} logs and writes files; "
-            f"backend {backend}; device {device} on rank 0)")
+    devices = "one GPU per process (cuda:LOCAL_RANK)" if backend == "nccl" else "CPU"
+    return (f"Distributed run: world size: {world_size()}; backend {backend}, {devices}; rank {process_rank()} "
+            "logs and writes the files")
 
 
 def run_on_main(fn: Callable[[], T]) -> Optional[T]:

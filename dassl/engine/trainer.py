@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
 from dassl.config.identity import config_hash, config_items, describe_differences
@@ -622,19 +623,19 @@ class SimpleTrainer(TrainerBase):
         """
         if world_size() <= 1:
             return
-        converted = 0
-        for name in self.get_model_names():
-            if self._models[name] is None:
-                continue
-            if self.cfg.DISTRIBUTED.SYNC_BN:
+        names = [name for name in self.get_model_names() if self._models[name] is not None]
+        if self.cfg.DISTRIBUTED.SYNC_BN:
+            converted = 0
+            for name in names:
                 self._models[name], count = convert_batchnorm(self._models[name])
                 converted += count
-        if converted:
-            print(f"DISTRIBUTED.SYNC_BN: {converted} BatchNorm layer(s) normalise with the statistics of the "
-                  f"global batch (all {world_size()} processes)")
-        elif not self.cfg.DISTRIBUTED.SYNC_BN:
-            print(f"DISTRIBUTED.SYNC_BN is False: BatchNorm layers use each process's batch / {world_size()} images")
-        broadcast_module_states(m for m in self._models.values() if m is not None)
+            if converted:
+                print(f"DISTRIBUTED.SYNC_BN: {converted} BatchNorm layer(s) normalise with the statistics of the "
+                      f"global batch (all {world_size()} processes)")
+        elif any(isinstance(m, _BatchNorm) for name in names for m in self._models[name].modules()):
+            print(f"DISTRIBUTED.SYNC_BN is False: BatchNorm layers normalise with each process's batch / "
+                  f"{world_size()} images")
+        broadcast_module_states(self._models[name] for name in names)
 
     def set_precision(self, mode: str) -> None:
         """Install the numeric precision (``fp32 | fp16 | bf16 | amp``) on this trainer's device."""
