@@ -251,9 +251,7 @@ def main(args: argparse.Namespace, progress: Optional[RunProgress] = None):
         progress.trainer = trainer
         if args.eval_only:
             note_untrained_evaluation(trainer, args)
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.training_started = True
-            trainer.test()
+            trainer.evaluate_saved_model(args.model_dir, epoch=args.load_epoch)
             return trainer
         if not args.no_train:
             trainer.train()

@@ -22,6 +22,10 @@ class CliProbeTrainer(TrainerBase):
     def test(self, split=None):
         CliProbeTrainer.calls.append(("test",))
 
+    def evaluate_saved_model(self, directory, epoch=None):  # the engine's flow: load, then evaluate
+        self.load_model(directory, epoch)
+        self.test()
+
     def train(self):
         CliProbeTrainer.calls.append(("train",))
 

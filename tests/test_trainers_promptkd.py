@@ -242,3 +242,21 @@ def test_results_record_the_real_shot_count_when_classes_have_fewer(world, tmp_p
     assert results["shots"] == 1000
     counts = results["shots_per_class"]
     assert 1 <= counts["min"] <= counts["max"] < 1000
+
+
+def test_eval_only_records_base_and_new_without_touching_the_training_results(world, runs, tmp_path):
+    trained = runs["out"] / "on"
+    before = (trained / "results.json").read_text()
+    trainer, _ = _run(world, "PromptKD_RSM", tmp_path / "eval", train=False)
+    trainer.evaluate_saved_model(str(trained), epoch=2)
+    record = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert record["protocol"] == "evaluation" and record["eval_only"] is True
+    assert record["evaluated_protocol"] == "base2novel" and record["model_dir"] == str(trained)
+    last = json.loads(before)["last"]
+    assert record["best"] == record["last"] and record["best"]["epoch"] == 2
+    assert record["best"]["base"] == pytest.approx(last["base"], abs=1e-3)
+    assert record["best"]["new"] == pytest.approx(last["new"], abs=1e-3)
+    # Evaluating into the training run's own folder keeps its results.json.
+    again, _ = _run(world, "PromptKD_RSM", trained, train=False)
+    again.evaluate_saved_model(str(trained), epoch=2)
+    assert (trained / "results.json").read_text() == before

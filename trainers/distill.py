@@ -39,7 +39,7 @@ from trainers.backbone import check_input_size, freeze, load_backbone
 from trainers.config import cache_teacher_features, promptkd_kd_weight, read_precision
 from trainers.losses import kd_loss
 from trainers.promptsrc_model import CHECKPOINT_MODEL_NAME
-from trainers.results import build_results, write_results
+from trainers.results import EVALUATION_PROTOCOL, build_results, write_evaluation_record, write_results
 from trainers.rsm import RSMTerm, describe_unused_keys
 from trainers.run_record import RunRecord
 from trainers.teacher import TOKEN_BUFFER_KEYS, build_teacher
@@ -308,6 +308,17 @@ class DistillTrainer(TrainerX):
         path = write_results(self.output_dir, results)
         print(f"Results written to {path}")
         return path
+
+    def evaluate_loaded_model(self, directory: str) -> float:
+        """``--eval-only``: score the loaded weights on every split of the protocol (base2novel: base and new)
+        and record a results.json marked as evaluation-only; returns the ``TEST.SPLIT`` accuracy."""
+        for split in self.record.missing(self.weights_epoch):
+            self.test(split)
+        entry = self.record.entry(self.weights_epoch)
+        extra = {"eval_only": True, "evaluated_protocol": self.protocol, "model_dir": directory or ""}
+        write_evaluation_record(self.output_dir,
+                                build_results(self.cfg, EVALUATION_PROTOCOL, entry, dict(entry), extra=extra))
+        return self.test()
 
     # ----------------------------------------------------------------- checkpoints
     def load_model(self, directory: str, epoch: Optional[int] = None) -> Dict[str, dict]:

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.distributed import all_reduce_sum, gather_with_grad
+from dassl.engine.distributed import all_reduce_sum
 from dassl.utils import UserError
 from datasets.templates import get_template
 from trainers.backbone import check_input_size
@@ -253,8 +253,8 @@ class KDPL(SupervisedPromptTrainer):
             loss_kd, forward, reverse = symmetric_kl(logits, teacher_logits)
             rsm = None
             if self.rsm_term is not None:
-                rows = gather_with_grad(image_features)  # the manifold holds the whole batch's images
-                rsm = self.rsm_term.loss(self.rsm_module, rows, rows, text_features)
+                # The term gathers the whole global batch's image rows itself.
+                rsm = self.rsm_term.loss(self.rsm_module, image_features, image_features, text_features)
         loss = loss_kd
         summary = {"kl_fwd": forward.item(), "kl_rev": reverse.item()}
         if rsm is not None:

@@ -11,7 +11,9 @@
 
 Supervised and evaluation records also carry ``subsample`` (``DATASET.SUBSAMPLE_CLASSES``) and
 ``split``; evaluation records carry ``"eval_only": true``, ``model_dir`` (the checkpoint folder, "" for
-untrained weights) and use the same entry for ``best`` and ``last``. Accuracies are percentages. The file
+untrained weights) and use the same entry for ``best`` and ``last``. An evaluation-only run of a
+distillation trainer scores both splits of its protocol, so its entry is that protocol's entry
+(``{"epoch", "base", "new", "hm"}`` for base2novel) and ``evaluated_protocol`` names it. Accuracies are percentages. The file
 is written atomically (temporary file + rename), so a reader never sees half a file.
 """
 from __future__ import annotations
@@ -83,6 +85,29 @@ def evaluation_results(cfg, accuracy: float, epoch: int, model_dir: str, split: 
     extra = {"eval_only": True, "subsample": cfg.DATASET.SUBSAMPLE_CLASSES, "split": split,
              "model_dir": model_dir or ""}
     return build_results(cfg, EVALUATION_PROTOCOL, entry, dict(entry), trainer=trainer, extra=extra)
+
+
+def write_evaluation_record(output_dir: str, record: dict) -> Optional[str]:
+    """Write an evaluation-only record, unless ``output_dir`` holds a training run's results.json.
+
+    A training run's results must never be replaced by a later evaluation of its checkpoints; the note
+    says how to keep both. Returns the path written, or None.
+    """
+    if not output_dir:
+        return None
+    existing = os.path.join(output_dir, RESULTS_FILENAME)
+    if os.path.isfile(existing):
+        try:
+            protocol = read_results(existing).get("protocol")
+        except (OSError, ValueError):
+            protocol = None
+        if protocol != EVALUATION_PROTOCOL:
+            print(f"Note: {existing} holds the results of a training run and is kept; give the evaluation "
+                  f"its own --output-dir to record it")
+            return None
+    path = write_results(output_dir, record)
+    print(f"Evaluation results written to {path}")
+    return path
 
 
 def write_results(output_dir: str, results: dict) -> str:

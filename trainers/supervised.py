@@ -31,7 +31,6 @@ once per evaluation pass; ``None`` for CoCoOp, whose text side depends on the im
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -49,8 +48,8 @@ from dassl.utils import UserError, load_pretrained_weights
 from datasets.protocols import check_subsample
 from trainers.backbone import check_input_size, freeze
 from trainers.config import read_precision
-from trainers.results import (EVALUATION_PROTOCOL, RESULTS_FILENAME, base2novel_entry, build_results, cross_entry,
-                              evaluation_results, read_results, write_results)
+from trainers.results import (base2novel_entry, build_results, cross_entry, evaluation_results,
+                              write_evaluation_record, write_results)
 from trainers.rsm import describe_unused_keys
 
 BASE2NEW = "base2new"
@@ -116,7 +115,6 @@ class SupervisedPromptTrainer(TrainerX):
         self.set_precision(read_precision(cfg, self.PRECISION_KEY))
         self.final_entries: Optional[Dict[str, dict]] = None
         self.loaded_from: Tuple[str, int] = ("", 0)  # (folder, epoch) of the weights last loaded
-        self._final_evaluation = False
         self._new_class_data = None
 
     # ----------------------------------------------------------------- training
@@ -162,14 +160,16 @@ class SupervisedPromptTrainer(TrainerX):
         return "val" if split == "val" and self.val_loader is not None else "test"
 
     def test(self, split: Optional[str] = None) -> float:
-        """Accuracy on ``split`` of the current classes. Called without a split outside the final
-        evaluation of a training run (``train.py --eval-only``), it also writes results.json."""
-        evaluation_only = split is None and not self._final_evaluation
+        """Accuracy of the weights in memory on ``split`` (default ``TEST.SPLIT``) of the current classes."""
         split = self.resolve_split(split)
         loader = self.val_loader if split == "val" else self.test_loader
-        accuracy = self.evaluate(loader, self.evaluator, split)
-        if evaluation_only:
-            self.write_evaluation_results(accuracy, split)
+        return self.evaluate(loader, self.evaluator, split)
+
+    def evaluate_loaded_model(self, directory: str) -> float:
+        """``--eval-only``: score the loaded weights on ``TEST.SPLIT`` and record a results.json marked as such."""
+        split = self.resolve_split(None)
+        accuracy = self.test(split)
+        self.write_evaluation_results(accuracy, split)
         return accuracy
 
     def new_class_data(self, split: str):
@@ -210,21 +210,17 @@ class SupervisedPromptTrainer(TrainerX):
 
     def test_final_model(self) -> Optional[float]:
         """Score the last-epoch weights and, with ``TEST.FINAL_MODEL best_val``, the best-on-val checkpoint."""
-        self._final_evaluation = True
-        try:
-            last_epoch = self.max_epoch
-            print(f"Deploy the last-epoch model (epoch {last_epoch})")
-            last = self.evaluate_protocol(last_epoch)
-            best = last
-            if self.cfg.TEST.FINAL_MODEL == "best_val":
-                print("Deploy the model with the best val performance")
-                loaded = self.load_model(self.output_dir)
-                best_epoch = loaded.get(self.MODEL_NAME, {}).get("epoch") or last_epoch
-                if best_epoch != last_epoch:
-                    best = self.evaluate_protocol(int(best_epoch))
-            self.final_entries = {"best": best, "last": last}
-        finally:
-            self._final_evaluation = False
+        last_epoch = self.max_epoch
+        print(f"Deploy the last-epoch model (epoch {last_epoch})")
+        last = self.evaluate_protocol(last_epoch)
+        best = last
+        if self.cfg.TEST.FINAL_MODEL == "best_val":
+            print("Deploy the model with the best val performance")
+            loaded = self.load_model(self.output_dir)
+            best_epoch = loaded.get(self.MODEL_NAME, {}).get("epoch") or last_epoch
+            if best_epoch != last_epoch:
+                best = self.evaluate_protocol(int(best_epoch))
+        self.final_entries = {"best": best, "last": last}
         return best.get("base", best.get("accuracy"))
 
     def after_train(self) -> None:
@@ -256,23 +252,9 @@ class SupervisedPromptTrainer(TrainerX):
 
     def write_evaluation_results(self, accuracy: float, split: str) -> Optional[str]:
         """results.json of an evaluation-only run; a training run's results.json there is kept."""
-        if not self.output_dir:
-            return None
-        existing = os.path.join(self.output_dir, RESULTS_FILENAME)
-        if os.path.isfile(existing):
-            try:
-                protocol = read_results(existing).get("protocol")
-            except (OSError, ValueError):
-                protocol = None
-            if protocol != EVALUATION_PROTOCOL:
-                print(f"Note: {existing} holds the results of a training run and is kept; give the evaluation "
-                      f"its own --output-dir to record it")
-                return None
         directory, epoch = self.loaded_from
-        record = evaluation_results(self.cfg, accuracy, epoch, directory, split)
-        path = write_results(self.output_dir, record)
-        print(f"Evaluation results written to {path}")
-        return path
+        return write_evaluation_record(self.output_dir, evaluation_results(self.cfg, accuracy, epoch, directory,
+                                                                           split))
 
     # ----------------------------------------------------------------- checkpoints
     def load_model(self, directory: str, epoch: Optional[int] = None) -> Dict[str, dict]:

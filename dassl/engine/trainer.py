@@ -751,6 +751,20 @@ class SimpleTrainer(TrainerBase):
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
         self.close_writer()
 
+    def evaluate_saved_model(self, directory: str, epoch: Optional[int] = None):
+        """An evaluation-only run (``train.py --eval-only``): load the saved weights, then evaluate them.
+
+        A failure while loading is a failed start (``training_started`` stays False); the evaluation is
+        `evaluate_loaded_model`, the hook trainers override to record evaluation-only results.
+        """
+        self.load_model(directory, epoch=epoch)
+        self.training_started = True
+        return self.evaluate_loaded_model(directory)
+
+    def evaluate_loaded_model(self, directory: str):
+        """Evaluate the weights just loaded from ``directory`` (``--eval-only``); returns the result."""
+        return self.test()
+
     def test_final_model(self):
         """Deploy the final model (TEST.FINAL_MODEL: best on val, or the last epoch's), test it, return the result."""
         if self.cfg.TEST.FINAL_MODEL == "best_val":
