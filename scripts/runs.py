@@ -17,6 +17,7 @@ load the trainers, when a run needs them), so a mistyped argument is reported at
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,10 +27,12 @@ from typing import Callable, Mapping
 
 import yaml
 
+from dassl.run_files import RESULTS_FILENAME, ZEROSHOT_PART_FILENAME
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
-RESULTS_FILE = "results.json"          # a run folder holding it is finished (trainers/results.py writes it)
-ZEROSHOT_PART_FILE = "zeroshot.json"   # one evaluated zero-shot part (ZeroshotCLIP writes it)
+RESULTS_FILE = RESULTS_FILENAME             # a run folder holding it is finished
+ZEROSHOT_PART_FILE = ZEROSHOT_PART_FILENAME  # one evaluated zero-shot part
 
 
 class ScriptError(Exception):
@@ -297,19 +300,22 @@ MAX_READABLE_TAG = 60
 def run_tag(settings: Settings) -> str:
     """The run-folder suffix (with its "_"), so that variants never share a folder.
 
-    RUN_TAG wins when set, even empty (no suffix). Otherwise EXTRA_OPTS in readable form: spaces become
+    RUN_TAG wins when set, even empty (no suffix). Otherwise "_kd<KD_WEIGHT>" when KD_WEIGHT is set, then
+    EXTRA_OPTS in readable form: spaces become
     "_", runs of "_" shrink to one, then every character outside [A-Za-z0-9_.+=-] is dropped; longer than
     60 characters, it becomes "opts" + the POSIX cksum of the text and a newline. (The same folder names
     the earlier shell implementation made with `echo | tr -s ' ' '_' | tr -cd ...` and `cksum`.)
     """
     if settings.run_tag is not None:
         return f"_{settings.run_tag}" if settings.run_tag else ""
+    # A KD weight set by hand (KD_WEIGHT) changes results, so it names the folder too.
+    kd_tag = f"_kd{_TAG_KEEP.sub('', settings.kd_weight)}" if settings.kd_weight else ""
     if not settings.extra_opts:
-        return ""
+        return kd_tag
     tag = _TAG_KEEP.sub("", re.sub(r"_+", "_", settings.extra_opts.replace(" ", "_")))
     if len(tag) > MAX_READABLE_TAG:
         tag = f"opts{posix_cksum(os.fsencode(settings.extra_opts + chr(10)))}"
-    return f"_{tag}"
+    return f"{kd_tag}_{tag}"
 
 
 def posix_cksum(data: bytes) -> int:
@@ -388,16 +394,52 @@ def _skip_message(folder: str) -> str:
     return f"Skipping: results already exist at {folder}/{RESULTS_FILE} (delete that folder to rerun)"
 
 
+def check_finished_run(folder: str, argv: tuple[str, ...]) -> None:
+    """Refuse to skip a finished run made with another configuration than ``argv`` would run.
+
+    A results.json counts as this run's only when its configuration hash equals the hash of the config
+    ``argv`` builds (seed and folders left out, see dassl/config/identity.py). Otherwise one error names the
+    keys that differ (from the run's config.yaml; older runs without it: the two hashes) and the ways out.
+    Loads torch: called only when a finished run is found.
+    """
+    import train
+    from dassl.config import ConfigError, config_hash, config_items, describe_differences, differing_keys, merge_yaml
+    from dassl.config.run_config import run_config_path
+    from trainers.config import default_config
+
+    wanted = train.setup_cfg(train.build_parser().parse_args(list(argv)))
+    with open(Path(folder, RESULTS_FILE), encoding="utf-8") as stream:
+        saved_hash = json.load(stream).get("config_hash")
+    if saved_hash == config_hash(wanted):
+        return
+    differences = f"configuration hash {saved_hash} (finished run) against {config_hash(wanted)} (now)"
+    saved_config = run_config_path(folder)
+    if Path(saved_config).is_file():
+        try:
+            # Merged onto today's defaults: keys added to the code since then count with their defaults.
+            saved_items = config_items(merge_yaml(default_config(), saved_config))
+        except ConfigError:
+            saved_items = None  # a key the code no longer has: compare the hashes only
+        if saved_items is not None:
+            if not differing_keys(saved_items, config_items(wanted)):
+                return
+            differences = describe_differences(saved_items, config_items(wanted), saved_name="finished run")
+    raise ScriptError(f"{folder} holds a finished run of another configuration: {differences}. Use another "
+                      f"OUTPUT_ROOT or RUN_TAG for this one, or delete that folder to redo it")
+
+
 def _distillation(name: str, dataset: str, seed: str, settings: Settings) -> RunSpec:
-    """One distillation run (base2new_train, xd_train): skipped when its results.json exists."""
+    """One distillation run (base2new_train, xd_train): skipped when its results.json exists (and was made
+    with the same configuration)."""
     call = _check(PROTOCOLS[name], dataset, seed, settings)
     folder = call.folder()
-    if Path(folder, RESULTS_FILE).is_file():
-        return RunSpec(name, dataset, Path(folder), notes=(_skip_message(folder),))
-    check_data(settings.data, dataset)
     extra = extra_opts(settings)
     kd_weight = settings.kd_weight or call.protocol.kd_weight(dataset)
     argv = call.argv(folder, kd_weight=kd_weight, extra=extra)
+    if Path(folder, RESULTS_FILE).is_file():
+        check_finished_run(folder, argv)
+        return RunSpec(name, dataset, Path(folder), notes=(_skip_message(folder),))
+    check_data(settings.data, dataset)
     return RunSpec(name, dataset, Path(folder), runs=(call.run(folder, argv, kd_weight=kd_weight),))
 
 

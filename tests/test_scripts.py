@@ -62,8 +62,10 @@ def test_existing_run_is_skipped(tmp_path):
     run_dir = (tmp_path / "base2new/train_base/oxford_pets/shots_16/PromptKD_RSM/"
                "vit_b16_c2_ep20_batch8_4+4ctx/seed3")
     run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text(json.dumps({"trainer": "PromptKD_RSM"}))
-    # DATA does not exist: the skip must come before any data check or python launch
+    (tmp_path / "data" / "oxford_pets").mkdir(parents=True)  # where the run found its data (not part of its identity)
+    settings = Settings(data=str(tmp_path / "data"), output_root=str(tmp_path))
+    write_finished_run(run_dir, runs.base2new_train("oxford_pets", "3", settings).runs[0].argv)
+    # DATA does not exist: the skip must come before any data check
     res = run_script("base2new_train.sh", "oxford_pets", "3",
                      env={"OUTPUT_ROOT": str(tmp_path), "DATA": str(tmp_path / "nothing")})
     assert res.returncode == 0, res.stderr
@@ -122,6 +124,17 @@ def test_base2new_script_end_to_end(tmp_path):
 
 # ----------------------------------------------------------------------------- scripts/runs.py (in-process)
 
+def write_finished_run(run_dir, argv, *opts):
+    """A results.json and config.yaml as train.py leaves them for the config ``argv`` (+ ``opts``) builds."""
+    import train
+    from dassl.config import config_hash
+    from dassl.config.run_config import write_run_config
+
+    cfg = train.setup_cfg(train.build_parser().parse_args([*argv, *opts]))
+    write_run_config(cfg, str(run_dir))
+    (run_dir / "results.json").write_text(json.dumps({"trainer": cfg.TRAINER.NAME, "config_hash": config_hash(cfg)}))
+
+
 def test_base2new_train_argv_and_skipping_a_finished_run(tmp_path):
     (tmp_path / "data" / "oxford_pets").mkdir(parents=True)
     settings = Settings(data=str(tmp_path / "data"), output_root=str(tmp_path / "out"), trainer="PromptKD",
@@ -139,9 +152,29 @@ def test_base2new_train_argv_and_skipping_a_finished_run(tmp_path):
     assert not run_dir.exists()  # nothing was run
 
     run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text("{}")
+    argv = spec.runs[0].argv
+    write_finished_run(run_dir, argv)
     spec = runs.base2new_train("oxford_pets", "2", settings)
     assert spec.done and spec.runs == () and "Skipping" in spec.notes[0]
+
+    # A finished run of another configuration in that folder is neither skipped nor resumed.
+    write_finished_run(run_dir, argv, "OPTIM.LR", "0.5")
+    with pytest.raises(ScriptError) as info:
+        runs.base2new_train("oxford_pets", "2", settings)
+    message = str(info.value)
+    assert "another configuration: OPTIM.LR (finished run 0.5, now 0.005)" in message and "RUN_TAG" in message
+    (run_dir / "config.yaml").unlink()  # an older run without its config: the hashes are named
+    with pytest.raises(ScriptError, match="configuration hash"):
+        runs.base2new_train("oxford_pets", "2", settings)
+
+
+def test_kd_weight_set_by_hand_names_the_folder(tmp_path):
+    (tmp_path / "oxford_pets").mkdir()
+    settings = Settings(data=str(tmp_path), output_root=str(tmp_path / "out"), kd_weight="200.0")
+    spec = runs.base2new_train("oxford_pets", "1", settings)
+    assert spec.output_dir.parent.name == "vit_b16_c2_ep20_batch8_4+4ctx_kd200.0"
+    tagged = runs.base2new_train("oxford_pets", "1", replace(settings, extra_opts="OPTIM.LR 0.01"))
+    assert tagged.output_dir.parent.name == "vit_b16_c2_ep20_batch8_4+4ctx_kd200.0_OPTIM.LR_0.01"
 
 
 def test_kd_weight_comes_from_the_python_table(tmp_path):

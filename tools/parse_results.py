@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from dassl.run_files import RESULTS_FILENAME
+
 BASE2NEW_DATASETS: tuple[str, ...] = (
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
     "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101",
@@ -75,7 +77,7 @@ def find_result_files(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"Output root not found: {root}")
     return sorted(
-        p for p in root.rglob("results.json")
+        p for p in root.rglob(RESULTS_FILENAME)
         if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
     )
 

@@ -23,18 +23,16 @@ import os
 from typing import Optional
 
 from dassl.config import config_hash
+from dassl.run_files import RESULTS_FILENAME, ZEROSHOT_PART_FILENAME
 from dassl.utils import write_json
 
 from datasets.protocols import DISTILL_PROTOCOLS
 
-RESULTS_FILENAME = "results.json"
 SUPERVISED_PROTOCOLS = ("base2new", "fewshot")
 EVALUATION_PROTOCOL = "evaluation"
 RESULT_PROTOCOLS = (*DISTILL_PROTOCOLS, *SUPERVISED_PROTOCOLS, EVALUATION_PROTOCOL)
 # Protocols whose entries are {"epoch", "accuracy"}; the others hold base / new / hm.
 ACCURACY_PROTOCOLS = ("cross", "fewshot", EVALUATION_PROTOCOL)
-# One part of a zero-shot evaluation (ZeroshotCLIP's test on one class subset), combined below.
-ZEROSHOT_PART_FILENAME = "zeroshot.json"
 
 
 def harmonic_mean(base: float, new: float) -> float:

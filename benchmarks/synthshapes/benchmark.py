@@ -39,6 +39,7 @@ from benchmarks.synthshapes.dataset_writer import DEFAULT_COUNTS, NUM_CLASSES, d
 from benchmarks.synthshapes.jobs import Job, TrainPool, run_jobs, run_train_jobs
 from benchmarks.synthshapes.plots import line_plot, read_entropy_curve, write_csv
 from benchmarks.synthshapes.pretrain import DEFAULT_STEPS, PretrainSettings, bf16_is_fast, checkpoint_paths
+from dassl.run_files import RESULTS_FILENAME
 from scripts.runs import PROTOCOLS, RunSpec, Settings, base2new_train, teacher_test, teacher_train, zeroshot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -335,7 +336,7 @@ class Benchmark:
     def _hm_stats(self, variant: str, omega: float | None, which: str = "best") -> dict | None:
         runs = []
         for seed in self.plan.seeds:
-            path = self.student_dir(variant, seed, omega) / "results.json"
+            path = self.student_dir(variant, seed, omega) / RESULTS_FILENAME
             if path.is_file():
                 runs.append(json.loads(path.read_text())[which])
         if not runs:
@@ -369,7 +370,7 @@ class Benchmark:
             key = self._key(variant)
             entry = {}
             for role in ("student", "teacher"):
-                path = self._zeroshot_dir(self.output, key, role) / "results.json"
+                path = self._zeroshot_dir(self.output, key, role) / RESULTS_FILENAME
                 if path.is_file():
                     entry[f"{role}_zero_shot"] = json.loads(path.read_text())["best"]
             teacher_eval = self._teacher_run_dir(key) / "synth_teacher_eval.json"

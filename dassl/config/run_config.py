@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os.path as osp
 
+from dassl.run_files import RUN_CONFIG_FILENAME
 from dassl.utils.tools import atomic_write
-
-RUN_CONFIG_FILENAME = "config.yaml"
 
 
 def run_config_path(output_dir: str) -> str:
