@@ -1,6 +1,6 @@
 """Sizes of the tiny SynthShapes CLIPs and freshly initialised OpenAI-layout state dicts for them.
 
-The state dicts use exactly the OpenAI key names and shapes (see clip.md §4), so `clip.build_model`
+The state dicts use exactly the OpenAI key names and shapes (those of OpenAI's released weights), so `clip.build_model`
 builds them like any real checkpoint: heads = width / 64, QuickGELU, text context length 16, the full
 49,408-token vocabulary (the tokenizer is the real one). Initialisation follows CLIP's scheme
 (normal with width-dependent std), which trains much faster than a uniform default.
