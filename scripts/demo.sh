@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# The first command a newcomer runs: a complete base-to-new pipeline on a tiny fake dataset with tiny
-# random CLIP weights, on the CPU, in a few minutes. Its numbers are a SMOKE RUN, not a result.
+# The first command a newcomer runs. By default a REAL-LEARNING run (benchmarks/synthshapes/demo.py): tiny CLIPs
+# pretrained in seconds on a synthetic world of coloured shapes, a prompt-tuned teacher, and PromptKD /
+# PromptKD_RSM distilling it into the student without labels; about two minutes on 2 CPU cores from an empty
+# cache. DEMO_MODE=smoke runs the older pipeline smoke test on random weights instead (numbers meaningless).
 set -euo pipefail
 
 usage() {
     cat >&2 <<'USAGE'
 usage: scripts/demo.sh
-  Needs no data, no weights and no GPU. Writes everything under DEMO_DIR [output/demo]:
-  a fake OxfordPets-layout dataset, tiny random student/teacher CLIP weights, a teacher checkpoint in
-  PromptKD's format, then runs PromptKD and PromptKD_RSM (seeds 1 and 2) through
-  scripts/base2new_train.sh and train.py, and prints the results table.
+  Needs no data, no weights and no GPU.
+  Default (DEMO_MODE=real): the SynthShapes real-learning demo. Renders a 10-class SynthShapes dataset,
+  pretrains a teacher and a (deliberately barely trained) student CLIP, prompt-tunes the teacher, distils
+  it with PromptKD and PromptKD_RSM (omega 50, seeds 1 and 2), then prints Base / New / HM, the H(M) trace
+  and what the numbers mean. Pretrained CLIPs and the teacher are cached ($AME_CACHE or
+  ~/.cache/ame/synthshapes); results go to output/synthshapes/demo (summary.md, entropy_curves.png).
 environment:
+  DEMO_MODE         real: the run above  [real]
+                    smoke: a pipeline smoke run on a tiny fake OxfordPets-layout dataset with tiny RANDOM
+                    weights (scripts/base2new_train.sh end to end; its accuracies mean nothing)
+  Smoke mode only:
   DEMO_DIR          output folder                                     [output/demo]
   DEMO_WEIGHTS_DIR  use student.pt, teacher.pt and teacher_model/ from this folder instead of random
-                    weights (hook for a pretrained tiny CLIP; its INPUT_SIZE file, if present, sets
-                    the image size)
+                    weights (its INPUT_SIZE file, if present, sets the image size)
   DEMO_EPOCHS       epochs per run                                    [2]
-  DEMO_MODE         auto: the SynthShapes real-learning demo when its pretrained CLIPs are cached
-                    (benchmarks/synthshapes), else this smoke run; smoke: always this smoke run  [auto]
 USAGE
     exit 2
 }
@@ -31,13 +36,13 @@ die() {
     exit 2
 }
 
-# Real-learning mode (benchmarks/synthshapes): when the cache ($AME_CACHE or ~/.cache/ame/synthshapes) holds
-# the pretrained SynthShapes CLIPs (built by `bash scripts/synth_benchmark.sh`), distil on SynthShapes
-# with them instead. DEMO_MODE=smoke forces the random-weight smoke run below.
-if [[ "${DEMO_MODE:-auto}" != smoke ]] && "$PYTHON" -m benchmarks.synthshapes.benchmark --mode demo --check-cache > /dev/null 2>&1; then
-    echo "SynthShapes pretrained tiny CLIPs found in the cache: running the real-learning demo (DEMO_MODE=smoke for the smoke run)"
-    exec "$PYTHON" -m benchmarks.synthshapes.benchmark --mode demo
-fi
+case "${DEMO_MODE:-real}" in
+    real)
+        echo "SynthShapes real-learning demo (DEMO_MODE=smoke for the random-weight pipeline smoke run)"
+        exec "$PYTHON" -m benchmarks.synthshapes.demo ;;
+    smoke) ;;
+    *) die "DEMO_MODE must be real or smoke, got '${DEMO_MODE}'" ;;
+esac
 
 DEMO_DIR="${DEMO_DIR:-output/demo}"
 DEMO_EPOCHS="${DEMO_EPOCHS:-2}"

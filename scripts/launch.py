@@ -9,7 +9,8 @@ in its own process, and prints the results table.
 
 The runs of one call go through ``train.cli(argv)`` inside this process, exactly as ``python train.py
 ARGV`` would run them, so torch and the trainers are imported once per call (the KD-weight lookup needs
-them too) rather than once more per run.
+them too) rather than once more per run. A run with NPROC=N > 1 is started instead as ``python -m
+torch.distributed.run --standalone --nproc_per_node N train.py ARGV`` in a child process (`train_command`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from typing import Callable, Mapping, Sequence
 
 from scripts import runs
-from scripts.runs import PROTOCOLS, REPO_ROOT, RunSpec, ScriptError, Settings
+from scripts.runs import INDUCTIVE, PROTOCOLS, REPO_ROOT, TRAINERS, RunSpec, ScriptError, Settings, TrainRun
 
 _SHARED_ENV = """\
   DATA          data root holding the dataset folders        [./data]
@@ -27,25 +28,63 @@ _SHARED_ENV = """\
   SHOTS         unlabelled shots per class, or 'full'         [16]
   CFG           configs/trainers/<TRAINER>/<CFG>.yaml         [{cfg}]"""
 
+_NPROC = """\
+  NPROC         processes on this machine (torch.distributed.run when > 1); set, the run passes
+                DATALOADER.SEEDED_AUGMENTATION True and its folder gets '_seededaug'; the batch
+                DATALOADER.TRAIN_X.BATCH_SIZE is global and must divide by NPROC"""
+
+_INDUCTIVE_TRAINERS = " | ".join(name for name, row in TRAINERS.items() if row.family == INDUCTIVE)
+_INDUCTIVE_CFGS = "\n".join(f"                  {name}: {row.default_cfg('fewshot_train')}"
+                            for name, row in TRAINERS.items() if row.family == INDUCTIVE)
+_INDUCTIVE_ENV = f"""\
+  DATA          data root holding the dataset folders        [./data]
+  TRAINER       {_INDUCTIVE_TRAINERS}  [CoOp]
+  CFG           configs/trainers/<TRAINER>/<CFG>.yaml; defaults:
+{_INDUCTIVE_CFGS}"""
+
+_TRANSFER = """\
+usage: scripts/{name}.sh <dataset> <seed>
+  e.g. bash scripts/{name}.sh {example} 1
+  Evaluates (--eval-only, all classes) the ImageNet model of an inductive trainer, trained with
+    SHOTS=16 TRAINER=<trainer> bash scripts/fewshot_train.sh imagenet <seed>
+  (output/fewshot/imagenet/shots_<SHOTS>/<TRAINER>/<CFG>/seed<seed>) on <dataset>, one of:
+    {targets}
+environment overrides (defaults in brackets):
+{env}
+  SHOTS         the ImageNet run's shots                      [16]
+  LOAD_EPOCH    evaluate model.pth.tar-<LOAD_EPOCH> instead of the last one the run saved
+  OUTPUT_ROOT   where runs are written                        [output]
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix (the same as for the ImageNet run)
+  OVERWRITE     set to 1 to evaluate again
+An evaluation whose results.json exists is skipped."""
+
 USAGES = {
     "base2new_train": f"""\
 usage: scripts/base2new_train.sh <dataset> <seed>
   e.g. bash scripts/base2new_train.sh oxford_pets 1
+  Distillation trainers (PromptKD, PromptKD_RSM, Simple, Simple_RSM): PromptKD's transductive protocol,
+  unlabelled images, Base scored on TEST.SPLIT val and New on test in the run.
+  Inductive trainers ({_INDUCTIVE_TRAINERS}): SHOTS shots of the base classes
+  (labelled; KDPL: unlabelled), base and new test images scored in the run; no KD options.
 environment overrides (defaults in brackets):
 {_SHARED_ENV.format(cfg=PROTOCOLS["base2new_train"].cfg)}
+                (inductive trainers: their own default, see scripts/fewshot_train.sh's usage)
   KD_WEIGHT     KD loss weight                                [PromptKD's per-dataset weight, trainers/config.py]
   TEACHER_ROOT  folder with <DATASET.NAME>/VLPromptLearner/   [the config default, teacher_model]
   OUTPUT_ROOT   where runs are written                        [output]
   EXTRA_OPTS    extra 'KEY VALUE' config pairs (no spaces inside values)
   RUN_TAG       suffix for the run folder (default: derived from EXTRA_OPTS)
+{_NPROC}
 A run whose results.json exists is skipped.""",
     "base2new_test": """\
 usage: scripts/base2new_test.sh <dataset> <seed>
   Evaluates output/base2new/train_base/<dataset>/shots_<SHOTS>/<TRAINER>/<CFG>/seed<seed>:
-  Base = TEST.SPLIT val (base classes), New = TEST.SPLIT test (new classes).
-environment overrides: DATA, TRAINER, SHOTS, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, RUN_TAG
-  (the same values as for base2new_train.sh), and
-  LOAD_EPOCH    evaluate model.pth.tar-<LOAD_EPOCH> instead of model-best.pth.tar""",
+  distillation trainers: Base = TEST.SPLIT val (base classes), New = TEST.SPLIT test (new classes);
+  inductive trainers: DATASET.SUBSAMPLE_CLASSES base, then new, both on TEST.SPLIT test.
+environment overrides: DATA, TRAINER, SHOTS, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, RUN_TAG,
+  NPROC (the same values as for base2new_train.sh), and
+  LOAD_EPOCH    evaluate model.pth.tar-<LOAD_EPOCH> instead of model-best.pth.tar (distillation)
+                or of the last one the run saved (inductive trainers)""",
     "xd_train": f"""\
 usage: scripts/xd_train.sh <dataset> <seed>
   e.g. bash scripts/xd_train.sh dtd 1
@@ -55,7 +94,25 @@ environment overrides (defaults in brackets):
   TEACHER_ROOT  folder holding ImageNet-xd/VLPromptLearner_large/  [the config default, teacher_model]
   OUTPUT_ROOT   where runs are written                        [output]
   EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix
+{_NPROC}
 A run whose results.json exists is skipped.""",
+    "fewshot_train": f"""\
+usage: scripts/fewshot_train.sh <dataset> <seed>
+  e.g. SHOTS=4 TRAINER=CoOp bash scripts/fewshot_train.sh oxford_pets 1
+  Trains an inductive trainer on SHOTS labelled shots (KDPL: unlabelled) of every class and scores the
+  test split (results.json protocol fewshot). The paper grid is SHOTS 1 2 4 8 16 (run_all.sh fewshot).
+  Trained on imagenet with SHOTS=16 it is the model xd_test.sh and dg_test.sh evaluate.
+environment overrides (defaults in brackets):
+{_INDUCTIVE_ENV}
+  SHOTS         shots per class                               [16]
+  OUTPUT_ROOT   where runs are written                        [output]
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix
+{_NPROC}
+A run whose results.json exists is skipped.""",
+    "xd_test": _TRANSFER.format(name="xd_test", example="dtd", targets=" ".join(runs.CROSS_DATASET_TARGETS),
+                                env=_INDUCTIVE_ENV),
+    "dg_test": _TRANSFER.format(name="dg_test", example="imagenetv2", targets=" ".join(runs.DG_TARGETS),
+                                env=_INDUCTIVE_ENV),
     "teacher_train": f"""\
 usage: scripts/teacher_train.sh <dataset> <seed>
   e.g. bash scripts/teacher_train.sh oxford_pets 1
@@ -71,7 +128,8 @@ environment overrides (defaults in brackets):
   TEACHER_ROOT  where the teacher checkpoint is installed     [{runs.DEFAULT_TEACHER_ROOT}]
   OUTPUT_ROOT   where the training run is written             [output]
   OVERWRITE     set to 1 to replace an installed teacher
-  EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix""",
+  EXTRA_OPTS    extra 'KEY VALUE' config pairs; RUN_TAG: run-folder suffix
+{_NPROC}""",
     "zeroshot": """\
 usage: scripts/zeroshot.sh <dataset> [cfg]
   cfg: configs/trainers/CoOp/<cfg>.yaml, one of vit_b16 (default), vit_b32 (ViT CLIPs only)
@@ -84,17 +142,21 @@ environment overrides (defaults in brackets):
   EXTRA_OPTS    extra 'KEY VALUE' config pairs (e.g. MODEL.BACKBONE.WEIGHTS path/to/ViT-B-16.pt)
 A run whose results.json exists is skipped, and so is a part (base, new, all) whose zeroshot.json exists.""",
     "run_all": """\
-usage: scripts/run_all.sh [base2new|xd]
+usage: scripts/run_all.sh [base2new|xd|fewshot|xd_test|dg]
+  base2new: base2new_train.sh   xd: xd_train.sh   fewshot: fewshot_train.sh
+  xd_test: xd_test.sh (the ImageNet models of fewshot_train.sh imagenet)   dg: dg_test.sh
 environment overrides (defaults in brackets):
-  DATASETS      space-separated dataset keys   [the 11 base-to-new datasets; xd: the 10 targets]
+  DATASETS      space-separated dataset keys   [the 11 base-to-new datasets; xd, xd_test: the 10 targets;
+                                                dg: imagenetv2 imagenet_sketch imagenet_a imagenet_r]
   SEEDS         space-separated seeds          [1 2 3]
-  SHOTS_LIST    space-separated shot settings  [16]
-  TRAINERS      space-separated trainers       [PromptKD_RSM]
-  plus everything base2new_train.sh / xd_train.sh read (DATA, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, ...)""",
+  SHOTS_LIST    space-separated shot settings  [16; fewshot: 1 2 4 8 16]
+  TRAINERS      space-separated trainers       [PromptKD_RSM; fewshot, xd_test, dg: CoOp]
+  plus everything the protocol's script reads (DATA, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, NPROC, ...)""",
 }
-ARITY = {"base2new_train": (2, 2), "base2new_test": (2, 2), "xd_train": (2, 2), "teacher_train": (2, 2),
-         "zeroshot": (1, 2)}
-RUN_ALL_PROTOCOLS = {"base2new": "base2new_train", "xd": "xd_train"}   # run_all.sh's argument -> protocol
+ARITY = {"base2new_train": (2, 2), "base2new_test": (2, 2), "xd_train": (2, 2), "fewshot_train": (2, 2),
+         "xd_test": (2, 2), "dg_test": (2, 2), "teacher_train": (2, 2), "zeroshot": (1, 2)}
+RUN_ALL_PROTOCOLS = {"base2new": "base2new_train", "xd": "xd_train", "fewshot": "fewshot_train",
+                     "xd_test": "xd_test", "dg": "dg_test"}   # run_all.sh's argument -> protocol
 
 
 class UsageError(Exception):
@@ -117,13 +179,28 @@ def run_train(argv: Sequence[str]) -> int:
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
 
 
+def train_command(run: TrainRun) -> list[str] | None:
+    """The command line of a run with several processes (NPROC > 1): torch's launcher on this machine,
+    one process per device, the run's train.py arguments unchanged; None for a run in this process."""
+    if run.nproc <= 1:
+        return None
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(run.nproc),
+            "train.py", *run.argv]
+
+
+def run_distributed(command: Sequence[str]) -> int:
+    """A multi-process run in a child process (from the repository root); its exit status."""
+    return subprocess.call(list(command), cwd=REPO_ROOT)
+
+
 def execute(spec: RunSpec, report: Callable[[str], None] = say) -> int:
     """Carry out a RunSpec; 0, or the exit status of the first failed train.py run."""
     for note in spec.notes:
         report(note)
     for run in spec.runs:
         report(run.message)
-        code = run_train(run.argv)
+        command = train_command(run)
+        code = run_train(run.argv) if command is None else run_distributed(command)
         if code:
             return code
     if spec.finish is not None:
@@ -163,7 +240,7 @@ def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
 
     failed = []
     for trainer in listed("TRAINERS", [protocol.trainer]):
-        for shots in listed("SHOTS_LIST", ["16"]):
+        for shots in listed("SHOTS_LIST", protocol.shots_list):
             for dataset in listed("DATASETS", protocol.datasets):
                 for seed in listed("SEEDS", ["1", "2", "3"]):
                     say(f"=== {name}: {trainer} {dataset} shots={shots} seed={seed}")

@@ -3,14 +3,17 @@ arguments of every run.
 
 The shell scripts in scripts/ are thin wrappers over `scripts.launch`, which reads their environment
 variables into `Settings`, asks one protocol function here (`base2new_train`, `base2new_test`,
-`xd_train`, `teacher_train`, `zeroshot`) for a `RunSpec` and carries it out. The SynthShapes benchmark
-(benchmarks/synthshapes) asks the same functions and runs the argument vectors in its own warm worker
-processes, so both start exactly the same train.py runs.
+`xd_train`, `fewshot_train`, `xd_test`, `dg_test`, `teacher_train`, `zeroshot`) for a `RunSpec` and
+carries it out. The SynthShapes benchmark (benchmarks/synthshapes) asks the same functions and runs the
+argument vectors in its own warm worker processes, so both start exactly the same train.py runs.
 
-A protocol is one row of `PROTOCOLS`: its run-folder layout, its defaults and the config options every
-run passes. A new protocol with one train.py run per call is a new row and a few lines like
-`xd_train`; the run folders, the checks, the folder suffix (RUN_TAG / EXTRA_OPTS), skip-if-done and the
-argv come from the shared helpers below.
+A trainer is one row of `TRAINERS`: its family (distillation: PromptKD's transductive protocol;
+inductive: trained on labelled, or for KDPL unlabelled, shots and scored on base and new in the same
+run, as in CoOp) and its default config. A protocol is one row of `PROTOCOLS` per script and family:
+its run-folder layout, its defaults and the config options every run passes; a script finds its row
+from the trainer's family (`protocol_for`). A new protocol with one train.py run per call is a new row
+and a few lines like `xd_train`; the run folders, the checks, the folder suffix (RUN_TAG / EXTRA_OPTS /
+NPROC), skip-if-done and the argv come from the shared helpers below.
 
 Nothing here imports torch at import time (only the KD-weight lookup and the zero-shot results writer
 load the trainers, when a run needs them), so a mistyped argument is reported at once.
@@ -65,6 +68,8 @@ DATASET_FOLDERS = {
 BASE2NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                      "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 CROSS_DATASET_TARGETS = tuple(key for key in BASE2NEW_DATASETS if key != "imagenet")
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")   # domain generalisation
+FEWSHOT_SHOTS = ("1", "2", "4", "8", "16")
 ALL_SHOTS = ("full", "all")   # SHOTS values meaning the whole train split (DATASET.NUM_SHOTS 0)
 RESNET_CONFIG = re.compile(r"^rn\d", re.IGNORECASE)
 
@@ -87,11 +92,13 @@ class Settings:
     mode: str = "base2new"
     xd: bool = False
     overwrite: bool = False
+    nproc: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read DATA, TRAINER, SHOTS, CFG, KD_WEIGHT, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, RUN_TAG,
-        LOAD_EPOCH, MODE, XD (=1) and OVERWRITE (=1); an empty variable counts as unset, except RUN_TAG."""
+        LOAD_EPOCH, MODE, XD (=1), OVERWRITE (=1) and NPROC; an empty variable counts as unset, except
+        RUN_TAG."""
         env = os.environ if env is None else env
 
         def get(name: str, default: str | None = None) -> str | None:
@@ -101,10 +108,53 @@ class Settings:
                    kd_weight=get("KD_WEIGHT"), teacher_root=get("TEACHER_ROOT"),
                    output_root=get("OUTPUT_ROOT", "output"), extra_opts=get("EXTRA_OPTS", ""),
                    run_tag=env.get("RUN_TAG"), load_epoch=get("LOAD_EPOCH"), mode=get("MODE", "base2new"),
-                   xd=env.get("XD") == "1", overwrite=env.get("OVERWRITE") == "1")
+                   xd=env.get("XD") == "1", overwrite=env.get("OVERWRITE") == "1", nproc=get("NPROC"))
 
 
-# ----------------------------------------------------------------------------------------- the table
+# ----------------------------------------------------------------------------------------- the tables
+DISTILLATION = "distillation"   # PromptKD's transductive protocol: unlabelled images, a prompt-tuned teacher
+INDUCTIVE = "inductive"         # CoOp's protocol: shots of the training classes, base and new scored in one run
+
+
+FEWSHOT_MODEL_SCRIPTS = ("fewshot_train", "xd_test", "dg_test")   # scripts of a trainer's few-shot CFG
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trainer the scripts run: its family (which protocol rows it uses) and its default CFG for the
+    protocols whose row names none (`fewshot_cfg`, when it differs: for fewshot_train and for the
+    evaluations of its ImageNet model, xd_test and dg_test, so that they find that model by default)."""
+    name: str
+    family: str
+    cfg: str = ""
+    fewshot_cfg: str = ""
+
+    def default_cfg(self, script: str) -> str:
+        return (self.fewshot_cfg if script in FEWSHOT_MODEL_SCRIPTS else "") or self.cfg
+
+
+TRAINERS: dict[str, Trainer] = {t.name: t for t in (
+    Trainer("PromptKD", DISTILLATION),
+    Trainer("PromptKD_RSM", DISTILLATION),
+    Trainer("Simple", DISTILLATION),
+    Trainer("Simple_RSM", DISTILLATION),
+    Trainer("CoOp", INDUCTIVE, "vit_b16_ctxv1"),
+    Trainer("CoCoOp", INDUCTIVE, "vit_b16_c4_ep10_batch1_ctxv1"),
+    Trainer("IVLP", INDUCTIVE, "vit_b16_c2_ep20_batch4_4+4ctx"),
+    Trainer("MaPLe", INDUCTIVE, "vit_b16_c2_ep5_batch4_2ctx"),
+    Trainer("PromptSRC", INDUCTIVE, "vit_b16_c2_ep20_batch4_4+4ctx", "vit_b16_c2_ep50_batch4_4+4ctx_few_shot"),
+    Trainer("KDPL", INDUCTIVE, "vit_b16_ep50_ctxv1"),        # CoOp host, unlabelled
+    Trainer("KDPL_RSM", INDUCTIVE, "vit_b16_ep50_ctxv1"),
+)}
+
+
+def trainer_row(name: str) -> Trainer:
+    """The TRAINERS row of a TRAINER value; a ScriptError lists the known ones."""
+    if name not in TRAINERS:
+        raise ScriptError(f"unknown TRAINER '{name}'; the scripts run: {' '.join(TRAINERS)}")
+    return TRAINERS[name]
+
+
 def _promptkd_kd_weight(dataset: str) -> str:
     """PromptKD's per-dataset KD weight (trainers.config), looked up by the dataset's DATASET.NAME."""
     from trainers.config import promptkd_kd_weight   # loads the trainers (torch): only for a run that starts
@@ -123,14 +173,14 @@ class Protocol:
     """The fixed facts of one protocol.
 
     `layout` is the run folder below OUTPUT_ROOT, a format string over {dataset} {shots} {trainer} {cfg}
-    {tag} (the RUN_TAG / EXTRA_OPTS suffix, with its "_") {seed} and {part}; tools/parse_results.py reads
-    these folders. `message` announces each run (the layout's fields plus {output_dir} and the builder's
-    own). `opts` are the config options every run passes right after DATASET.NUM_SHOTS.
+    {tag} (the RUN_TAG / EXTRA_OPTS / NPROC suffix, with its "_") {seed} and {part}; tools/parse_results.py
+    reads these folders. `message` announces each run (the layout's fields plus {output_dir} and the
+    builder's own). `opts` are the config options every run passes right after DATASET.NUM_SHOTS.
     """
     name: str                            # its key in PROTOCOLS; scripts/<name>.sh where a script offers it
     layout: str
     trainer: str                         # default TRAINER
-    cfg: str                             # default CFG
+    cfg: str                             # default CFG ("": the trainer's, from TRAINERS)
     message: str
     opts: tuple[str, ...] = ()
     kd_weight: Callable[[str], str] | None = None   # default TRAINER.PROMPTKD.KD_WEIGHT (KD_WEIGHT overrides)
@@ -141,17 +191,32 @@ class Protocol:
     takes_seed: bool = True
     datasets: tuple[str, ...] = ()       # scripts/run_all.sh's default datasets
     installs: str = ""                   # teacher training: where below TEACHER_ROOT the checkpoint goes
+    family: str = DISTILLATION           # the trainers it runs (fixed-trainer rows: ignored)
+    script: str = ""                     # the script whose row it is for its family ("": `name`)
+    trains: bool = False                 # a training run: NPROC applies
+    shots_list: tuple[str, ...] = ("16",)   # scripts/run_all.sh's default SHOTS_LIST
 
     def folder(self, settings: Settings, dataset: str, seed: str | None = None, *, trainer: str | None = None,
                cfg: str | None = None, part: str = "") -> str:
         """The run folder (OUTPUT_ROOT joined with the layout; no checks), as the scripts print it."""
-        fields = {"dataset": dataset, "shots": settings.shots, "trainer": trainer or self.default_trainer(settings),
-                  "cfg": cfg or settings.cfg or self.cfg, "tag": run_tag(settings), "seed": seed, "part": part}
+        trainer = trainer or self.default_trainer(settings)
+        fields = {"dataset": dataset, "shots": settings.shots, "trainer": trainer,
+                  "cfg": cfg or self.default_cfg(settings, trainer), "tag": run_tag(settings),
+                  "seed": seed, "part": part}
         return f"{settings.output_root}/{self.layout.format(**fields)}"
 
     def default_trainer(self, settings: Settings) -> str:
         """TRAINER from the settings, or this protocol's (always, for a protocol with a fixed trainer)."""
         return self.trainer if self.fixed_trainer else (settings.trainer or self.trainer)
+
+    def default_cfg(self, settings: Settings, trainer: str) -> str:
+        """CFG from the settings, else this row's, else the trainer's default for this script."""
+        row = TRAINERS.get(trainer)
+        return settings.cfg or self.cfg or (row.default_cfg(self.script_name) if row else "")
+
+    @property
+    def script_name(self) -> str:
+        return self.script or self.name
 
     def option(self, key: str) -> str | None:
         """The value this protocol passes for config option `key` (None when it passes none)."""
@@ -165,19 +230,37 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("base2new_train", f"base2new/train_base/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx",
              "Run: {trainer} on {dataset}, seed {seed}, shots {shots}, KD_WEIGHT {kd_weight} -> {output_dir}",
              opts=("TRAINER.MODAL", "base2novel", "TRAINER.PROMPTKD.TEMPERATURE", "1.0"),
-             kd_weight=_promptkd_kd_weight, passes_teacher_root=True, datasets=BASE2NEW_DATASETS),
+             kd_weight=_promptkd_kd_weight, passes_teacher_root=True, datasets=BASE2NEW_DATASETS, trains=True),
+    Protocol("base2new_train_inductive", f"base2new/train_base/{_FOLDER}", "PromptKD_RSM", "",
+             "Run: {trainer} on {dataset} (base classes), seed {seed}, shots {shots} -> {output_dir}",
+             opts=("DATASET.SUBSAMPLE_CLASSES", "base"), family=INDUCTIVE, script="base2new_train",
+             datasets=BASE2NEW_DATASETS, trains=True),
+    Protocol("base2new_test_inductive", f"base2new/test_{{part}}/{_FOLDER}", "PromptKD_RSM", "",
+             "Evaluate {part} classes (TEST.SPLIT test) of {model_dir} -> {output_dir}",
+             opts=("TEST.SPLIT", "test"), family=INDUCTIVE, script="base2new_test"),
+    Protocol("fewshot_train", f"fewshot/{_FOLDER}", "CoOp", "",
+             "Run (few-shot, all classes): {trainer} on {dataset}, seed {seed}, shots {shots} -> {output_dir}",
+             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), family=INDUCTIVE, datasets=BASE2NEW_DATASETS,
+             trains=True, shots_list=FEWSHOT_SHOTS),
+    Protocol("xd_test", f"xd/test/{_FOLDER}", "CoOp", "",
+             "Evaluate (cross-dataset) {model_dir} on {dataset}, all classes -> {output_dir}",
+             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), family=INDUCTIVE, datasets=CROSS_DATASET_TARGETS),
+    Protocol("dg_test", f"dg/test/{_FOLDER}", "CoOp", "",
+             "Evaluate (domain generalisation) {model_dir} on {dataset}, all classes -> {output_dir}",
+             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), family=INDUCTIVE, datasets=DG_TARGETS),
     Protocol("base2new_test", f"base2new/test_{{part}}/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx",
              "Evaluate {part} classes (TEST.SPLIT {split}) of {model_dir} -> {output_dir}",
              opts=("TRAINER.MODAL", "base2novel"), passes_teacher_root=True),
     Protocol("xd_train", f"xd/train/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets",
              "Run (cross-dataset): {trainer} on {dataset}, seed {seed}, shots {shots} -> {output_dir}",
              opts=("DATASET.SUBSAMPLE_CLASSES", "all", "TRAINER.MODAL", "cross", "TRAINER.PROMPTKD.TEMPERATURE", "1.0"),
-             kd_weight=_cross_dataset_kd_weight, passes_teacher_root=True, datasets=CROSS_DATASET_TARGETS),
+             kd_weight=_cross_dataset_kd_weight, passes_teacher_root=True, datasets=CROSS_DATASET_TARGETS,
+             trains=True),
     Protocol("teacher_train", f"teacher/base2new/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx", _TEACHER,
-             opts=("DATASET.SUBSAMPLE_CLASSES", "base"), fixed_trainer=True,
+             opts=("DATASET.SUBSAMPLE_CLASSES", "base"), fixed_trainer=True, trains=True,
              installs="{name}/VLPromptLearner/model-best.pth.tar"),
     Protocol("teacher_train_xd", f"teacher/xd/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx", _TEACHER,
-             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), fixed_trainer=True,
+             opts=("DATASET.SUBSAMPLE_CLASSES", "all"), fixed_trainer=True, trains=True,
              installs="ImageNet-xd/VLPromptLearner_large/model.pth.tar-20"),
     Protocol("teacher_test", f"teacher/base2new/{_FOLDER}/eval_{{part}}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx",
              "Evaluate teacher on {part} classes: {model_dir} -> {output_dir}", fixed_trainer=True),
@@ -186,6 +269,25 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              fixed_trainer=True, config_dir="CoOp", takes_shots=False, takes_seed=False),
 )}
 DEFAULT_TEACHER_ROOT = "teacher_model"
+
+
+def protocol_for(script: str, settings: Settings) -> Protocol:
+    """The PROTOCOLS row that `scripts/<script>.sh` uses for the settings' TRAINER (by its family)."""
+    first = PROTOCOLS[script]
+    if first.fixed_trainer:
+        return first
+    trainer = first.default_trainer(settings)
+    family = trainer_row(trainer).family
+    for row in PROTOCOLS.values():
+        if row.script_name == script and row.family == family:
+            return row
+    offered = " ".join(name for name, t in TRAINERS.items() if t.family == first.family)
+    hint = (" (cross-dataset for them: fewshot_train.sh imagenet, then xd_test.sh / dg_test.sh)"
+            if script == "xd_train" else "")
+    raise ScriptError(f"{script}.sh does not run {trainer} ({family} trainer); set TRAINER to one of: "
+                      f"{offered}{hint}")
+
+
 ZEROSHOT_PARTS = {"base2new": ("base", "new"), "all": ("all",)}   # MODE -> the evaluated class subsets
 
 
@@ -198,6 +300,7 @@ class TrainRun:
     output_dir: Path
     message: str
     part: str = ""
+    nproc: int = 1          # processes (NPROC): more than 1 runs under torch.distributed.run
 
 
 @dataclass(frozen=True)
@@ -295,12 +398,26 @@ def extra_opts(settings: Settings) -> list[str]:
 # ----------------------------------------------------------------------------------------- folder suffix
 _TAG_KEEP = re.compile(r"[^A-Za-z0-9_.+=-]")
 MAX_READABLE_TAG = 60
+SEEDED_TAG = "_seededaug"
+SEEDED_AUGMENTATION = ("DATALOADER.SEEDED_AUGMENTATION", "True")   # passed by every training run with NPROC
+
+
+def processes(settings: Settings) -> int:
+    """NPROC as a number of processes (1 when unset); a positive integer."""
+    if settings.nproc is None:
+        return 1
+    if not re.fullmatch(r"[0-9]+", settings.nproc) or int(settings.nproc) < 1:
+        raise ScriptError(f"NPROC must be a positive integer (processes on this machine), got '{settings.nproc}'")
+    return int(settings.nproc)
 
 
 def run_tag(settings: Settings) -> str:
     """The run-folder suffix (with its "_"), so that variants never share a folder.
 
     RUN_TAG wins when set, even empty (no suffix). Otherwise "_kd<KD_WEIGHT>" when KD_WEIGHT is set, then
+    "_seededaug" when NPROC is set (a training run's data then come from the seeded augmentation, the same
+    whatever the number of processes but not those of a run without it; an evaluation script given the
+    same NPROC finds that run), then
     EXTRA_OPTS in readable form: spaces become
     "_", runs of "_" shrink to one, then every character outside [A-Za-z0-9_.+=-] is dropped; longer than
     60 characters, it becomes "opts" + the POSIX cksum of the text and a newline. (The same folder names
@@ -310,6 +427,8 @@ def run_tag(settings: Settings) -> str:
         return f"_{settings.run_tag}" if settings.run_tag else ""
     # A KD weight set by hand (KD_WEIGHT) changes results, so it names the folder too.
     kd_tag = f"_kd{_TAG_KEEP.sub('', settings.kd_weight)}" if settings.kd_weight else ""
+    if settings.nproc:
+        kd_tag += SEEDED_TAG
     if not settings.extra_opts:
         return kd_tag
     tag = _TAG_KEEP.sub("", re.sub(r"_+", "_", settings.extra_opts.replace(" ", "_")))
@@ -349,6 +468,11 @@ class _Call:
     config_file: str
     num_shots: str | None
 
+    @property
+    def seeded(self) -> bool:
+        """A training run with NPROC set: it passes DATALOADER.SEEDED_AUGMENTATION True."""
+        return self.protocol.trains and self.settings.nproc is not None
+
     def folder(self, part: str = "") -> str:
         return self.protocol.folder(self.settings, self.dataset, self.seed, trainer=self.trainer, cfg=self.cfg,
                                     part=part)
@@ -356,7 +480,8 @@ class _Call:
     def argv(self, output_dir: str, flags: tuple[str, ...] = (), opts: tuple[str, ...] = (),
              kd_weight: str | None = None, extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
         """train.py's arguments: data, seed, trainer, the two YAMLs, the run folder, `flags`, then the config
-        options: DATASET.NUM_SHOTS, the protocol's, `opts`, the KD weight, the teacher root, EXTRA_OPTS."""
+        options: DATASET.NUM_SHOTS, the protocol's, `opts`, the KD weight, the teacher root, the seeded
+        augmentation (NPROC set), EXTRA_OPTS."""
         argv = ["--root", self.settings.data]
         if self.seed is not None:
             argv += ["--seed", self.seed]
@@ -369,23 +494,30 @@ class _Call:
             argv += ["TRAINER.PROMPTKD.KD_WEIGHT", kd_weight]
         if self.protocol.passes_teacher_root and self.settings.teacher_root:
             argv += ["TRAINER.PROMPTKD.TEACHER_ROOT", self.settings.teacher_root]
+        if self.seeded:
+            argv += SEEDED_AUGMENTATION
         return tuple(argv + list(extra))
 
     def run(self, output_dir: str, argv: tuple[str, ...], **message_fields: str) -> TrainRun:
         fields = {"dataset": self.dataset, "seed": self.seed, "trainer": self.trainer, "cfg": self.cfg,
                   "shots": self.settings.shots, "output_dir": output_dir, "part": "", **message_fields}
-        return TrainRun(argv, Path(output_dir), self.protocol.message.format(**fields), fields["part"])
+        nproc = processes(self.settings) if self.protocol.trains else 1
+        return TrainRun(argv, Path(output_dir), self.protocol.message.format(**fields), fields["part"], nproc)
 
 
 def _check(protocol: Protocol, dataset: str, seed: str | None, settings: Settings, cfg: str | None = None,
            how_to_choose: str = "set CFG=...") -> _Call:
-    """The checks every protocol call makes, in order: seed, dataset, SHOTS, trainer config."""
+    """The checks every protocol call makes, in order: seed, dataset, SHOTS, NPROC, trainer config.
+    `protocol`: the script's first row; the call uses the row of the trainer's family (`protocol_for`)."""
     if protocol.takes_seed:
         check_seed(seed)
     check_dataset(dataset)
     shots = num_shots(settings.shots) if protocol.takes_shots else None
+    if protocol.trains:
+        processes(settings)
+    protocol = protocol_for(protocol.script_name, settings)
     trainer = protocol.default_trainer(settings)
-    cfg = cfg or settings.cfg or protocol.cfg
+    cfg = cfg or protocol.default_cfg(settings, trainer)
     path = config_file(protocol.config_dir or trainer, cfg, how_to_choose)
     return _Call(protocol, settings, dataset, seed if protocol.takes_seed else None, trainer, cfg, path, shots)
 
@@ -428,52 +560,115 @@ def check_finished_run(folder: str, argv: tuple[str, ...]) -> None:
                       f"OUTPUT_ROOT or RUN_TAG for this one, or delete that folder to redo it")
 
 
-def _distillation(name: str, dataset: str, seed: str, settings: Settings) -> RunSpec:
-    """One distillation run (base2new_train, xd_train): skipped when its results.json exists (and was made
-    with the same configuration)."""
+def _training(name: str, dataset: str, seed: str, settings: Settings) -> RunSpec:
+    """One training run (base2new_train, xd_train, fewshot_train): skipped when its results.json exists
+    (and was made with the same configuration). KD_WEIGHT applies to the rows that pass a KD weight."""
     call = _check(PROTOCOLS[name], dataset, seed, settings)
     folder = call.folder()
     extra = extra_opts(settings)
-    kd_weight = settings.kd_weight or call.protocol.kd_weight(dataset)
+    kd_weight = None
+    if call.protocol.kd_weight is not None:
+        kd_weight = settings.kd_weight or call.protocol.kd_weight(dataset)
     argv = call.argv(folder, kd_weight=kd_weight, extra=extra)
     if Path(folder, RESULTS_FILE).is_file():
         check_finished_run(folder, argv)
         return RunSpec(name, dataset, Path(folder), notes=(_skip_message(folder),))
     check_data(settings.data, dataset)
-    return RunSpec(name, dataset, Path(folder), runs=(call.run(folder, argv, kd_weight=kd_weight),))
+    return RunSpec(name, dataset, Path(folder), runs=(call.run(folder, argv, kd_weight=kd_weight or ""),))
 
 
 # ----------------------------------------------------------------------------------------- protocols
 def base2new_train(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
-    """Base-to-new distillation: one run that trains and evaluates Base (val) and New (test)."""
-    return _distillation("base2new_train", dataset, seed, settings)
+    """Base-to-new: one run that trains and scores Base and New. A distillation trainer follows PromptKD's
+    transductive protocol (Base on TEST.SPLIT val, New on test); an inductive one trains on SHOTS shots of
+    the base classes (DATASET.SUBSAMPLE_CLASSES base) and scores base and new test images."""
+    return _training("base2new_train", dataset, seed, settings)
 
 
 def xd_train(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
     """Cross-dataset distillation from the ImageNet-xd teacher on one target dataset, all its classes."""
-    return _distillation("xd_train", dataset, seed, settings)
+    return _training("xd_train", dataset, seed, settings)
+
+
+def fewshot_train(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
+    """Few-shot learning (inductive trainers): SHOTS shots of every class (DATASET.SUBSAMPLE_CLASSES all).
+    Trained on imagenet, it is also the source model that xd_test and dg_test evaluate."""
+    return _training("fewshot_train", dataset, seed, settings)
+
+
+def _model_dir(script: str, call: _Call, dataset: str, seed: str) -> str:
+    """The run folder of `script` (a training protocol) for the call's trainer and CFG; it must exist."""
+    row = protocol_for(script, call.settings)
+    model_dir = row.folder(call.settings, dataset, seed, trainer=call.trainer, cfg=call.cfg)
+    if not Path(model_dir).is_dir():
+        raise ScriptError(f"no trained run at {model_dir} (train it with TRAINER={call.trainer} "
+                          f"SHOTS={call.settings.shots} scripts/{script}.sh {dataset} {seed})")
+    return model_dir
+
+
+def _eval_flags(model_dir: str, settings: Settings, family: str) -> tuple[str, ...]:
+    """--model-dir, --eval-only and the checkpoint: LOAD_EPOCH, else a distillation run's model-best (the
+    trainer's default), else the last epoch an inductive run saved (these trainers keep no best model)."""
+    epoch = settings.load_epoch or (trained_epoch(model_dir) if family == INDUCTIVE else None)
+    flags = ("--model-dir", model_dir, "--eval-only")
+    return flags + ("--load-epoch", epoch) if epoch else flags
+
+
+def trained_epoch(model_dir: str) -> str:
+    """The epoch of the last checkpoint a run saved, from Dassl's `checkpoint` index in its model folder."""
+    indexes = sorted(Path(model_dir).glob("*/checkpoint"))
+    if not indexes:
+        raise ScriptError(f"{model_dir} holds no checkpoint (its training has not finished: rerun it)")
+    return last_checkpoint(indexes[0].parent).rsplit("-", 1)[-1]
 
 
 def base2new_test(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
-    """Evaluate a base2new_train run on the base (TEST.SPLIT val) and new (TEST.SPLIT test) classes.
+    """Evaluate a base2new_train run on the base and the new classes, into test_base/ and test_new/.
 
-    Both evaluations always run (no skip); LOAD_EPOCH picks model.pth.tar-<E> instead of model-best.
+    A distillation run: Base = TEST.SPLIT val, New = TEST.SPLIT test (PromptKD's splits). An inductive
+    run: DATASET.SUBSAMPLE_CLASSES base / new, both on TEST.SPLIT test. Both evaluations always run (no
+    skip); LOAD_EPOCH picks model.pth.tar-<E> (default: model-best, or an inductive run's last epoch).
     """
     call = _check(PROTOCOLS["base2new_test"], dataset, seed, settings)
-    model_dir = PROTOCOLS["base2new_train"].folder(settings, dataset, seed, trainer=call.trainer, cfg=call.cfg)
-    if not Path(model_dir).is_dir():
-        raise ScriptError(f"no trained run at {model_dir} (train it with scripts/base2new_train.sh {dataset} {seed})")
+    model_dir = _model_dir("base2new_train", call, dataset, seed)
     check_data(settings.data, dataset)
     extra = extra_opts(settings)
-    flags = ("--model-dir", model_dir, "--eval-only")
-    if settings.load_epoch:
-        flags += ("--load-epoch", settings.load_epoch)
+    flags = _eval_flags(model_dir, settings, call.protocol.family)
+    inductive = call.protocol.family == INDUCTIVE
     runs = []
     for part, split in (("base", "val"), ("new", "test")):
         folder = call.folder(part)
-        argv = call.argv(folder, flags, ("TEST.SPLIT", split), extra=extra)
+        opts = ("DATASET.SUBSAMPLE_CLASSES", part) if inductive else ("TEST.SPLIT", split)
+        argv = call.argv(folder, flags, opts, extra=extra)
         runs.append(call.run(folder, argv, part=part, split=split, model_dir=model_dir))
     return RunSpec("base2new_test", dataset, Path(model_dir), runs=tuple(runs))
+
+
+def _transfer_test(name: str, dataset: str, seed: str, settings: Settings, targets: tuple[str, ...]) -> RunSpec:
+    """Evaluate the ImageNet fewshot_train run of the call's trainer on `dataset` (all classes), once:
+    skipped when the evaluation's results.json exists (OVERWRITE=1 evaluates again)."""
+    call = _check(PROTOCOLS[name], dataset, seed, settings)
+    if dataset not in targets:
+        raise ScriptError(f"{name}.sh evaluates on one of: {' '.join(targets)} (got '{dataset}')")
+    model_dir = _model_dir("fewshot_train", call, "imagenet", seed)
+    folder = call.folder()
+    if Path(folder, RESULTS_FILE).is_file() and not settings.overwrite:
+        return RunSpec(name, dataset, Path(folder), notes=(
+            f"Skipping: {folder}/{RESULTS_FILE} exists (set OVERWRITE=1 to evaluate again)",))
+    check_data(settings.data, dataset)
+    argv = call.argv(folder, _eval_flags(model_dir, settings, INDUCTIVE), extra=extra_opts(settings))
+    return RunSpec(name, dataset, Path(folder), runs=(call.run(folder, argv, model_dir=model_dir),))
+
+
+def xd_test(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
+    """Cross-dataset transfer of an inductive trainer: its ImageNet model (fewshot_train imagenet) on a
+    target dataset, all classes, evaluation only."""
+    return _transfer_test("xd_test", dataset, seed, settings, CROSS_DATASET_TARGETS)
+
+
+def dg_test(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
+    """Domain generalisation: the ImageNet model of an inductive trainer on ImageNet-V2 / -Sketch / -A / -R."""
+    return _transfer_test("dg_test", dataset, seed, settings, DG_TARGETS)
 
 
 def teacher_train(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
@@ -600,6 +795,9 @@ BUILDERS: dict[str, Callable[..., RunSpec]] = {
     "base2new_train": base2new_train,
     "base2new_test": base2new_test,
     "xd_train": xd_train,
+    "fewshot_train": fewshot_train,
+    "xd_test": xd_test,
+    "dg_test": dg_test,
     "teacher_train": teacher_train,
     "zeroshot": zeroshot,
 }

@@ -2,6 +2,11 @@
 # SynthShapes: the whole PromptKD / AME benchmark in miniature on CPU (benchmarks/synthshapes/benchmark.py).
 #   bash scripts/synth_benchmark.sh            full run: 2 datasets x 3 seeds, omega sweep, tables, plots (about 10 minutes on 2 cores)
 #   bash scripts/synth_benchmark.sh --quick    CI-sized run (fewer pretraining steps, 1 seed, omega 0 and 50; about 5 minutes)
+#   bash scripts/synth_benchmark.sh --paper    the AME paper's regime (PromptKD's SGD, batch 8, 20 epochs) on the full
+#                                              run's cached CLIPs and teachers: PromptKD, PromptKD_RSM, Simple, Simple_RSM
+#                                              at 4/16/30/full shots, seeds 1-3, omega sweep (benchmarks/synthshapes/paper.py)
+#   bash scripts/synth_benchmark.sh --paper-quick   a cut of --paper (2 seeds, 4 and 16 shots, omegas 0/5/50/100;
+#                                              28 runs) sized to fit 30 minutes on 2 cores with the cache
 # Other options: --cache DIR (default $AME_CACHE or ~/.cache/ame/synthshapes), --output DIR
 # (default output/synthshapes/<mode>), --workers N, --threads N, --seeds S ... ; see --help.
 # Pretrained CLIPs, datasets and teachers are cached and reused; finished runs are skipped on a rerun.

@@ -12,13 +12,14 @@ from scripts import launch, runs
 from scripts.runs import RunSpec, ScriptError, Settings, TrainRun
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ["base2new_train.sh", "base2new_test.sh", "xd_train.sh", "teacher_train.sh", "zeroshot.sh"]
+SCRIPTS = ["base2new_train.sh", "base2new_test.sh", "xd_train.sh", "teacher_train.sh", "zeroshot.sh",
+           "fewshot_train.sh", "xd_test.sh", "dg_test.sh"]
 
 
 def run_script(name, *args, env=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items()
                 if k not in {"DATA", "TRAINER", "SHOTS", "CFG", "TEACHER_ROOT", "OUTPUT_ROOT",
-                             "EXTRA_OPTS", "RUN_TAG", "KD_WEIGHT", "MODE", "XD"}}
+                             "EXTRA_OPTS", "RUN_TAG", "KD_WEIGHT", "MODE", "XD", "NPROC", "OVERWRITE"}}
     full_env.update(env or {})
     return subprocess.run(["bash", str(REPO / "scripts" / name), *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=60)
@@ -86,7 +87,7 @@ def test_odd_extra_opts_rejected(tmp_path):
 
 
 def test_run_all_rejects_unknown_protocol():
-    res = run_script("run_all.sh", "fewshot")
+    res = run_script("run_all.sh", "nope")
     assert res.returncode == 2 and "usage: scripts/run_all.sh" in res.stderr
 
 
@@ -343,3 +344,199 @@ def test_run_all_goes_on_after_a_failure_and_lists_it(tmp_path):
     assert res.stdout.count("=== xd: PromptKD_RSM") == 2  # the second dataset ran after the first failed
     assert "unknown dataset 'no_such_set'" in res.stderr and "data root" in res.stderr
     assert "Failed runs (2)" in res.stderr and "PromptKD_RSM dtd shots=16 seed=1" in res.stderr
+
+
+# ----------------------------------------------------------------------------- every trainer, every protocol
+
+def _value(argv, key):
+    return argv[argv.index(key) + 1]
+
+
+def _trained(folder, epoch=5, model="prompt_learner"):
+    """A run folder holding Dassl's checkpoint index and the last checkpoint it names."""
+    (folder / model).mkdir(parents=True)
+    (folder / model / f"model.pth.tar-{epoch}").write_bytes(b"weights")
+    (folder / model / "checkpoint").write_text(f"model.pth.tar-{epoch}\n")
+
+
+def _data(tmp_path, *keys):
+    for key in keys:
+        (tmp_path / "data" / runs.DATASET_FOLDERS[key]).mkdir(parents=True, exist_ok=True)
+    return str(tmp_path / "data")
+
+
+def test_inductive_base2new_train_argv(tmp_path):
+    settings = Settings(data=_data(tmp_path, "oxford_pets"), output_root=str(tmp_path / "out"), trainer="CoOp",
+                        shots="8", teacher_root="teachers", kd_weight="3")
+    spec = runs.base2new_train("oxford_pets", "1", settings)
+    run_dir = tmp_path / "out/base2new/train_base/oxford_pets/shots_8/CoOp/vit_b16_ctxv1_kd3/seed1"
+    assert [list(r.argv) for r in spec.runs] == [[
+        "--root", settings.data, "--seed", "1", "--trainer", "CoOp",
+        "--dataset-config-file", "configs/datasets/oxford_pets.yaml",
+        "--config-file", "configs/trainers/CoOp/vit_b16_ctxv1.yaml", "--output-dir", str(run_dir),
+        "DATASET.NUM_SHOTS", "8", "DATASET.SUBSAMPLE_CLASSES", "base"]]  # no TRAINER.MODAL, KD weight, teacher
+    assert spec.runs[0].message.startswith("Run: CoOp on oxford_pets (base classes)")
+    run_dir.mkdir(parents=True)
+    write_finished_run(run_dir, spec.runs[0].argv)  # train.py accepts the argv; the run is then skipped
+    assert runs.base2new_train("oxford_pets", "1", settings).done
+
+
+@pytest.mark.parametrize("trainer", sorted(runs.TRAINERS))
+def test_every_trainer_has_a_base2new_row_and_config(tmp_path, trainer):
+    settings = Settings(data=_data(tmp_path, "dtd"), output_root=str(tmp_path / "out"), trainer=trainer)
+    argv = runs.base2new_train("dtd", "1", settings).runs[0].argv
+    distillation = runs.TRAINERS[trainer].family == runs.DISTILLATION
+    assert ("TRAINER.MODAL" in argv) == distillation
+    assert ("DATASET.SUBSAMPLE_CLASSES" in argv) != distillation
+    config = _value(argv, "--config-file")
+    assert config.startswith(f"configs/trainers/{trainer}/") and (REPO / config).is_file()
+    if trainer.startswith("KDPL"):  # the ViT-B/16 student on the CoOp host
+        assert 'HOST: "CoOp"' in (REPO / config).read_text() and "vit_b16" in config
+
+
+def test_inductive_base2new_test_scores_base_and_new_on_the_test_split(tmp_path):
+    settings = Settings(data=_data(tmp_path, "oxford_pets"), output_root=str(tmp_path / "out"), trainer="MaPLe")
+    with pytest.raises(ScriptError, match="TRAINER=MaPLe SHOTS=16 scripts/base2new_train.sh oxford_pets 1"):
+        runs.base2new_test("oxford_pets", "1", settings)
+    trained = runs.base2new_train("oxford_pets", "1", settings).output_dir
+    trained.mkdir(parents=True)
+    with pytest.raises(ScriptError, match="holds no checkpoint"):
+        runs.base2new_test("oxford_pets", "1", settings)
+    _trained(trained, epoch=5, model="MultiModalPromptLearner")
+    spec = runs.base2new_test("oxford_pets", "1", settings)
+    assert all(_value(r.argv, "--load-epoch") == "5" for r in spec.runs)  # the last epoch: no model-best
+    assert _value(runs.base2new_test("oxford_pets", "1", replace(settings, load_epoch="2")).runs[0].argv,
+                  "--load-epoch") == "2"
+    assert [(_value(r.argv, "DATASET.SUBSAMPLE_CLASSES"), _value(r.argv, "TEST.SPLIT")) for r in spec.runs] == [
+        ("base", "test"), ("new", "test")]
+    assert all(_value(r.argv, "--model-dir") == str(trained) and "--eval-only" in r.argv for r in spec.runs)
+    assert [r.output_dir.parts[-6] for r in spec.runs] == ["test_base", "test_new"]
+    assert _value(spec.runs[0].argv, "--config-file") == "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"
+
+
+def test_trainer_family_errors():
+    with pytest.raises(ScriptError, match="unknown TRAINER 'Nope'.*CoOp"):
+        runs.base2new_train("dtd", "1", Settings(trainer="Nope"))
+    with pytest.raises(ScriptError, match="xd_train.sh does not run CoOp .*PromptKD_RSM.*fewshot_train.sh imagenet"):
+        runs.xd_train("dtd", "1", Settings(trainer="CoOp"))
+    with pytest.raises(ScriptError, match="fewshot_train.sh does not run PromptKD .*CoOp"):
+        runs.fewshot_train("dtd", "1", Settings(trainer="PromptKD"))
+
+
+def test_fewshot_train_all_classes_and_skip(tmp_path):
+    settings = Settings(data=_data(tmp_path, "dtd"), output_root=str(tmp_path / "out"), shots="4")
+    spec = runs.fewshot_train("dtd", "2", settings)
+    argv = spec.runs[0].argv
+    assert spec.output_dir == tmp_path / "out/fewshot/dtd/shots_4/CoOp/vit_b16_ctxv1/seed2"
+    assert argv[-4:] == ("DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "all")
+    src = runs.fewshot_train("dtd", "2", replace(settings, trainer="PromptSRC")).runs[0].argv
+    assert _value(src, "--config-file").endswith("PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml")
+    spec.output_dir.mkdir(parents=True)
+    write_finished_run(spec.output_dir, argv)
+    assert runs.fewshot_train("dtd", "2", settings).done
+    write_finished_run(spec.output_dir, argv, "OPTIM.MAX_EPOCH", "1")
+    with pytest.raises(ScriptError, match="another configuration: OPTIM.MAX_EPOCH"):
+        runs.fewshot_train("dtd", "2", settings)
+    assert launch.RUN_ALL_PROTOCOLS["fewshot"] == "fewshot_train"
+    assert runs.PROTOCOLS["fewshot_train"].shots_list == ("1", "2", "4", "8", "16")
+
+
+@pytest.mark.parametrize("name, target, folder", [("xd_test", "dtd", "xd"), ("dg_test", "imagenet_sketch", "dg")])
+def test_transfer_tests_evaluate_the_imagenet_model(tmp_path, name, target, folder):
+    settings = Settings(data=_data(tmp_path, target), output_root=str(tmp_path / "out"), trainer="IVLP")
+    build = runs.BUILDERS[name]
+    with pytest.raises(ScriptError, match=f"no trained run at .*fewshot/imagenet/.*fewshot_train.sh imagenet 1"):
+        build(target, "1", settings)
+    model = tmp_path / "out/fewshot/imagenet/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
+    _trained(model, epoch=20, model="VLPromptLearner")
+    assert _value(build(target, "1", settings).runs[0].argv, "--load-epoch") == "20"
+    spec = build(target, "1", replace(settings, load_epoch="2"))
+    (run,) = spec.runs
+    assert run.output_dir == tmp_path / f"out/{folder}/test/{target}/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
+    assert _value(run.argv, "--model-dir") == str(model) and _value(run.argv, "--load-epoch") == "2"
+    assert "--eval-only" in run.argv and _value(run.argv, "DATASET.SUBSAMPLE_CLASSES") == "all"
+    assert _value(run.argv, "--dataset-config-file") == f"configs/datasets/{target}.yaml"
+    run.output_dir.mkdir(parents=True)
+    (run.output_dir / "results.json").write_text("{}")
+    assert build(target, "1", settings).done
+    assert not build(target, "1", replace(settings, overwrite=True)).done
+    wrong = "imagenetv2" if name == "xd_test" else "dtd"
+    with pytest.raises(ScriptError, match=f"{name}.sh evaluates on one of"):
+        build(wrong, "1", settings)
+
+
+def test_nproc_runs_the_launcher_with_seeded_augmentation(tmp_path, monkeypatch):
+    settings = Settings(data=_data(tmp_path, "oxford_pets"), output_root=str(tmp_path / "out"), trainer="PromptKD",
+                        nproc="2", extra_opts="OPTIM.MAX_EPOCH 1")
+    (run,) = runs.base2new_train("oxford_pets", "1", settings).runs
+    assert run.nproc == 2 and run.output_dir.parent.name == "vit_b16_c2_ep20_batch8_4+4ctx_seededaug_OPTIM.MAX_EPOCH_1"
+    assert run.argv[-4:] == ("DATALOADER.SEEDED_AUGMENTATION", "True", "OPTIM.MAX_EPOCH", "1")
+    command = launch.train_command(run)
+    assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
+    assert command[7:] == list(run.argv)
+    one = runs.fewshot_train("oxford_pets", "1", replace(settings, trainer="CoOp", nproc="1")).runs[0]
+    assert one.nproc == 1 and launch.train_command(one) is None and "DATALOADER.SEEDED_AUGMENTATION" in one.argv
+    plain = runs.base2new_train("oxford_pets", "1", replace(settings, nproc=None)).runs[0]
+    assert "DATALOADER.SEEDED_AUGMENTATION" not in plain.argv and plain.nproc == 1
+    for bad in ("0", "two"):
+        with pytest.raises(ScriptError, match="NPROC must be a positive integer"):
+            runs.base2new_train("oxford_pets", "1", replace(settings, nproc=bad))
+    # the evaluation of that run finds its folder, and runs in this process
+    run.output_dir.mkdir(parents=True)
+    evaluations = runs.base2new_test("oxford_pets", "1", settings).runs
+    assert {_value(r.argv, "--model-dir") for r in evaluations} == {str(run.output_dir)}
+    assert all(r.nproc == 1 for r in evaluations)
+    # execute: the multi-process run goes to the launcher, not into this process
+    started = []
+    monkeypatch.setattr(launch, "run_train", lambda argv: started.append(("in-process", list(argv))) or 0)
+    monkeypatch.setattr(launch, "run_distributed", lambda command: started.append(("launcher", command)) or 0)
+    assert launch.execute(RunSpec("x", "d", tmp_path, runs=(run, plain)), lambda line: None) == 0
+    assert started == [("launcher", command), ("in-process", list(plain.argv))]
+    # train.py accepts the argv (the seeded augmentation key exists)
+    write_finished_run(run.output_dir, run.argv)
+
+
+def test_nproc_setting_from_the_environment():
+    assert Settings.from_env({"NPROC": "4"}).nproc == "4" and Settings.from_env({"NPROC": ""}).nproc is None
+
+
+def test_run_all_fewshot_loops_over_the_shots(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_call(command, cwd=None, env=None):
+        calls.append((command[2:], env and (env["TRAINER"], env["SHOTS"])))
+        return 0
+
+    monkeypatch.setattr(launch.subprocess, "call", fake_call)
+    assert launch.run_all(["fewshot"], {"DATASETS": "dtd", "SEEDS": "1", "OUTPUT_ROOT": str(tmp_path)}) == 0
+    runs_started = [c for c in calls if c[0][:2] == ["scripts.launch", "fewshot_train"]]
+    assert [env for _, env in runs_started] == [("CoOp", s) for s in ("1", "2", "4", "8", "16")]
+    assert calls[-1][0] == [str(tmp_path)]  # then the results table
+    calls.clear()
+    assert launch.run_all(["dg"], {"SEEDS": "1", "TRAINERS": "MaPLe"}) == 0
+    assert [c[0][2] for c in calls[:-1]] == list(runs.DG_TARGETS)
+
+
+def test_coop_base2new_train_and_test_end_to_end(tmp_path):
+    """CoOp through the protocol functions and train.py (in this process), then the results tables."""
+    from tests.supervised_tiny_setup import tiny_world
+    from tools import parse_results
+
+    world = tiny_world(tmp_path)
+    settings = Settings(data=world["root"], output_root=str(tmp_path / "out"), trainer="CoOp", shots="2",
+                        run_tag="tiny", extra_opts=(
+                            f"MODEL.BACKBONE.WEIGHTS {world['weights'][0]} INPUT.SIZE (32,32) OPTIM.MAX_EPOCH 1 "
+                            "OPTIM.WARMUP_EPOCH -1 DATALOADER.NUM_WORKERS 0 DATALOADER.TRAIN_X.BATCH_SIZE 2 "
+                            "DATALOADER.TEST.BATCH_SIZE 8 USE_CUDA False"))
+    lines = []
+    assert launch.execute(runs.base2new_train("oxford_pets", "1", settings), lines.append) == 0
+    assert launch.execute(runs.base2new_test("oxford_pets", "1", settings), lines.append) == 0
+    groups = parse_results.group_runs(parse_results.load_results(tmp_path / "out", strict=True))
+    assert sorted((g.key.protocol, g.key.evaluated) for g in groups) == [
+        ("base2new", ""), ("evaluation", "subsample base, split test"), ("evaluation", "subsample new, split test")]
+    (trained,) = [g.runs[0] for g in groups if g.key.protocol == "base2new"]
+    evaluated = {g.key.evaluated.split(",")[0]: g.runs[0]["best"]["accuracy"] for g in groups if g.key.evaluated}
+    # the evaluations of the final model reproduce the scores the training run recorded for it
+    assert evaluated == {"subsample base": pytest.approx(trained["last"]["base"]),
+                         "subsample new": pytest.approx(trained["last"]["new"])}
+    assert runs.base2new_train("oxford_pets", "1", settings).done

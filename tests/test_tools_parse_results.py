@@ -118,3 +118,75 @@ def test_bad_input_messages(tmp_path, capsys):
     with pytest.raises(pr.ResultsError, match="missing keys"):
         pr.load_results(tmp_path, strict=True)
     assert str(bad) in str(pytest.raises(pr.ResultsError, pr.load_result, bad).value)
+
+
+# ----------------------------------------------------------------------------- every protocol
+
+def _acc(trainer, dataset, protocol, seed, best, last, **extra):
+    return dict(trainer=trainer, dataset=dataset, protocol=protocol, seed=seed, shots=16, config_hash="h",
+                best={"epoch": 4, "accuracy": best}, last={"epoch": 5, "accuracy": last}, **extra)
+
+
+@pytest.fixture
+def every_protocol(tmp_path):
+    """Training runs of base2new and fewshot, evaluation records of both trainer families, a zero-shot run."""
+    for seed, (base, new) in ((1, (80.0, 60.0)), (2, (84.0, 64.0))):
+        record = _b2n("CoOp", "OxfordPets", seed, (base, new), (base - 1, new - 1))
+        record.update(protocol="base2new", subsample="base", split="test")
+        _write(tmp_path, f"base2new/train_base/oxford_pets/shots_16/CoOp/ctx/seed{seed}", **record)
+    for seed, acc in ((1, 70.0), (2, 74.0)):
+        _write(tmp_path, f"fewshot/oxford_pets/shots_4/CoOp/ctx/seed{seed}",
+               **_acc("CoOp", "OxfordPets", "fewshot", seed, acc, acc - 2, subsample="all", split="test"))
+        _write(tmp_path, f"fewshot/dtd/shots_4/CoOp/ctx/seed{seed}",
+               **_acc("CoOp", "DescribableTextures", "fewshot", seed, acc - 20, acc - 20,
+                      subsample="all", split="test"))
+    for part, acc in (("base", 81.0), ("new", 61.0)):
+        entry = {"epoch": 10, "accuracy": acc}
+        _write(tmp_path, f"base2new/test_{part}/oxford_pets/shots_16/CoOp/ctx/seed1",
+               trainer="CoOp", dataset="OxfordPets", protocol="evaluation", seed=1, shots=16, config_hash="e",
+               best=entry, last=entry, eval_only=True, subsample=part, split="test", model_dir="m")
+    entry = {"epoch": 3, "base": 90.0, "new": 70.0, "hm": pr.harmonic_mean(90.0, 70.0)}
+    _write(tmp_path, "eval/oxford_pets/PromptKD/cfg/seed1", trainer="PromptKD", dataset="OxfordPets",
+           protocol="evaluation", seed=1, shots=16, config_hash="d", best=entry, last=entry, eval_only=True,
+           evaluated_protocol="base2novel", model_dir="m")
+    zs = {"epoch": 0, "base": 70.0, "new": 75.0, "hm": pr.harmonic_mean(70.0, 75.0)}
+    _write(tmp_path, "zeroshot/oxford_pets/ZeroshotCLIP/vit_b16", trainer="ZeroshotCLIP", dataset="OxfordPets",
+           protocol="base2novel", seed=0, shots=0, config_hash="0123abcd", best=zs, last=zs)
+    return tmp_path
+
+
+def test_every_protocol_is_tabled_in_its_own_group(every_protocol):
+    groups = pr.group_runs(pr.load_results(every_protocol, strict=True))
+    keys = {(g.key.protocol, g.key.evaluated, g.key.trainer, g.key.dataset) for g in groups}
+    assert keys == {("base2new", "", "CoOp", "OxfordPets"), ("fewshot", "", "CoOp", "OxfordPets"),
+                    ("fewshot", "", "CoOp", "DescribableTextures"),
+                    ("evaluation", "subsample base, split test", "CoOp", "OxfordPets"),
+                    ("evaluation", "subsample new, split test", "CoOp", "OxfordPets"),
+                    ("evaluation", "base2novel", "PromptKD", "OxfordPets"),
+                    ("base2novel", "", "ZeroshotCLIP", "OxfordPets")}
+    zeroshot = [g for g in groups if g.key.trainer == "ZeroshotCLIP"]
+    assert zeroshot[0].key.config == "vit_b16"  # its run folder, not the config hash
+
+    text = pr.format_markdown(groups, ("best",))
+    assert "### base2new | CoOp | shots 16 | ctx | best-on-base checkpoint" in text
+    assert "| OxfordPets | 1,2 | 82.00 +- 2.00 | 62.00 +- 2.00 |" in text
+    assert "### fewshot | CoOp | shots 16 | ctx |" in text
+    assert "| OxfordPets | 1,2 | 72.00 +- 2.00 |" in text and "| DescribableTextures | 1,2 | 52.00 +- 2.00 |" in text
+    assert "| Average (2 datasets) | | 62.00 |" in text  # no source dataset is left out of a few-shot average
+    assert "### evaluation (subsample new, split test) | CoOp | shots 16 | ctx | evaluated checkpoint" in text
+    assert "| OxfordPets | 1 | 61.00 +- 0.00 |" in text
+    assert "### evaluation (base2novel) | PromptKD |" in text
+    assert "| OxfordPets | 1 | 90.00 +- 0.00 | 70.00 +- 0.00 |" in text
+    assert "### base2novel | ZeroshotCLIP | shots 0 | vit_b16 |" in text
+    assert "0123abcd" not in text
+
+
+def test_every_protocol_in_the_csv(every_protocol, tmp_path):
+    groups = pr.group_runs(pr.load_results(every_protocol))
+    rows = pr.csv_rows(groups, ("last",))
+    fewshot = [r for r in rows if r["protocol"] == "fewshot" and r["dataset"] == "OxfordPets"]
+    assert len(fewshot) == 1 and fewshot[0]["accuracy"] == 70.0 and fewshot[0]["base"] == ""
+    evaluations = sorted((r["evaluated"], r["accuracy"] or r["hm"]) for r in rows if r["protocol"] == "evaluation")
+    assert evaluations == [("base2novel", round(pr.harmonic_mean(90.0, 70.0), 4)),
+                           ("subsample base, split test", 81.0), ("subsample new, split test", 61.0)]
+    assert pr.main([str(every_protocol), "--csv", str(tmp_path / "t.csv")]) == 0

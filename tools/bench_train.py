@@ -24,6 +24,15 @@ environment (gloo on the CPU, NCCL with one GPU per process on CUDA). On the CPU
 shared: one process gets every thread, each of N processes 1/N of them.
 
     python tools/bench_train.py --device cpu --small --ddp 2 --batch 8 --steps 5
+
+``--real-sizes`` times, per trainer in a fresh process (37 classes by default, batch 8): the training step,
+one whole epoch through the real data loader, and the process's peak memory (the side-by-side comparison
+with the original code is this one command). ``--matrix`` times PromptKD and PromptKD_RSM at
+``--batches`` x ``--precs`` and prints each step's FLOP count (``step_flops``), the TFLOP/s it reaches and,
+on a known GPU, the fraction of its dense bf16 peak. ``--tiny`` uses the tests' towers.
+
+    python tools/bench_train.py --device cpu --real-sizes
+    python tools/bench_train.py --device cuda --matrix --batches 8 64 --precs fp16 bf16
 """
 from __future__ import annotations
 
@@ -52,6 +61,17 @@ SMALL = {
                     embed_dim=96, context_length=77, text_width=192, text_layers=6),
 }
 REAL = {"student": PRESETS["ViT-B/16"], "teacher": PRESETS["ViT-L/14"]}
+TINY = {"student": PRESETS["tiny"], "teacher": PRESETS["tiny-large"]}  # for the tests: seconds on a CPU
+
+
+def pick_sizes(small) -> Dict[str, dict]:
+    """``small`` is False (real sizes), True (CPU-sized towers) or "tiny" (the tests' towers)."""
+    return TINY if small == "tiny" else pick_sizes(small)
+
+
+def sizes_label(small) -> str:
+    return "tiny test towers" if small == "tiny" else "small CPU-sized towers" if small else \
+        "ViT-B/16 student, ViT-L/14 teacher, 224 px"
 TRAINERS = ("PromptKD", "PromptKD_RSM", "Simple_RSM")
 
 
@@ -77,7 +97,7 @@ def install_random_weights(sizes: Dict[str, dict], classnames) -> Dict[str, dict
 
 
 def build_trainer(name: str, root: str, work: str, sizes: Dict[str, dict], device: str, prec: str,
-                  batch: int):
+                  batch: int, keep_text_tower: bool = False):
     from dassl.config import get_cfg_default
     from dassl.engine import build_trainer as dassl_build
     from trainers.config import extend_cfg
@@ -100,10 +120,55 @@ def build_trainer(name: str, root: str, work: str, sizes: Dict[str, dict], devic
         "TRAINER.PROMPTKD.KD_WEIGHT", 1000.0,
     ])
     cfg.freeze()
-    trainer = dassl_build(cfg)
+    from trainers.distill import DistillTrainer
+
+    release = DistillTrainer.RELEASE_TEACHER_TEXT_TOWER
+    DistillTrainer.RELEASE_TEACHER_TEXT_TOWER = not keep_text_tower  # kept to time the original's text pass
+    try:
+        trainer = dassl_build(cfg)
+    finally:
+        DistillTrainer.RELEASE_TEACHER_TEXT_TOWER = release
     trainer.set_model_mode("train")
     trainer.batch_idx, trainer.num_batches, trainer.epoch = 0, 10 ** 9, 0  # never step the LR here
     return trainer
+
+
+# Dense (no sparsity) bf16 tensor-core peak of common GPUs, in TFLOP/s, matched by a substring of the
+# device name (first match wins, so the more specific names come first). --peak-tflops overrides it.
+DENSE_BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0),
+                          ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0))
+
+
+def dense_bf16_peak_tflops(device_name: str) -> Optional[float]:
+    """The GPU's dense bf16 peak (TFLOP/s) from the table above, or None for an unknown device."""
+    for key, peak in DENSE_BF16_PEAK_TFLOPS:
+        if key in device_name:
+            return peak
+    return None
+
+
+def vit_forward_flops(size: dict, extra_tokens: int = 0) -> float:
+    """Multiply-adds x 2 of one image through a CLIP ViT image tower (patch embedding, the transformer
+    layers, the output projection); ``extra_tokens`` counts prompt tokens appended to the sequence.
+    Per layer with n tokens of width w: 24 n w^2 (QKV, output and 4x MLP projections) + 4 n^2 w (the
+    two attention matmuls). Layer norms, softmax and GELU are left out (a few % at these sizes)."""
+    res, patch, width = size["image_resolution"], size["vision_patch_size"], size["vision_width"]
+    patches = (res // patch) ** 2
+    tokens = patches + 1 + extra_tokens
+    embed = 2 * patches * 3 * patch * patch * width
+    layers = size["vision_layers"] * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
+    return float(embed + layers + 2 * width * size["embed_dim"])
+
+
+def step_flops(sizes: Dict[str, dict], batch: int, prompt_tokens: int = 4) -> float:
+    """FLOPs of one distillation step: the frozen teacher's image forward, plus the student's image
+    forward and backward. The student's weights are frozen (only prompts and the projector learn), so its
+    backward computes gradients of activations only: about one forward again, counted as 2x forward for
+    the whole tower (the attention matmuls' second operand gradient is the small remainder, ignored).
+    Text towers are not run per step (class features are cached)."""
+    teacher = vit_forward_flops(sizes["teacher"], prompt_tokens)
+    student = vit_forward_flops(sizes["student"], prompt_tokens)
+    return batch * (teacher + 2 * student)
 
 
 def _sync(device: str) -> None:
@@ -176,7 +241,7 @@ def run(device: str = "cuda", small: bool = False, classes: int = 100, batch: in
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available (use --device cpu --small)")
-    sizes = SMALL if small else REAL
+    sizes = pick_sizes(small)
     prec = prec or ("fp16" if device == "cuda" else "fp32")
     results: Dict[str, Dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as work:
@@ -189,7 +254,7 @@ def run(device: str = "cuda", small: bool = False, classes: int = 100, batch: in
         classnames = [f"class {i}" for i in range(classes)]
         install_random_weights(sizes, classnames)
         for name in TRAINERS:
-            trainer = build_trainer(name, root, work, sizes, device, prec, batch)
+            trainer = build_trainer(name, root, work, sizes, device, prec, batch, keep_text_tower=(name == "PromptKD"))
             results[name] = bench_one(trainer, device, batch, steps, warmup, extra=(name == "PromptKD"))
             del trainer
             if device == "cuda":
@@ -200,9 +265,209 @@ def run(device: str = "cuda", small: bool = False, classes: int = 100, batch: in
     return results
 
 
+def _fake_world(work: str, classes: int, train_per_class: int = 1) -> str:
+    """A throw-away fake Caltech101 and an empty teacher checkpoint file under ``work``; returns the data root."""
+    from tools.make_fake_dataset import make_fake_dataset
+
+    root = os.path.join(work, "data")
+    make_fake_dataset("Caltech101", root, num_classes=classes, train_per_class=train_per_class, val_per_class=1,
+                      test_per_class=1, image_size=16)
+    ckpt = Path(work, "teacher_model", "Caltech101", "VLPromptLearner", "model-best.pth.tar")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"")  # placeholder: the state dict is served from memory
+    return root
+
+
+def run_matrix(device: str = "cuda", small: bool = False, classes: int = 100, batches=(8, 64),
+               precs=("fp16", "bf16"), trainers=("PromptKD", "PromptKD_RSM"), steps: int = 10, warmup: int = 3,
+               peak_tflops: Optional[float] = None) -> Dict[str, object]:
+    """Every (trainer, batch, precision): step time, images/s, peak memory, FLOPs and achieved TFLOP/s
+    (with the fraction of the dense bf16 peak on a known GPU); plus the RSM overhead per (batch, precision)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA device is available (use --device cpu --small)")
+    sizes = pick_sizes(small)
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+    peak = peak_tflops if peak_tflops is not None else (dense_bf16_peak_tflops(name) if device == "cuda" else None)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_matrix_") as work:
+        root = _fake_world(work, classes)
+        install_random_weights(sizes, [f"class {i}" for i in range(classes)])
+        for prec in precs:
+            for batch in batches:
+                for trainer_name in trainers:
+                    trainer = build_trainer(trainer_name, root, work, sizes, device, prec, batch)
+                    row = {"trainer": trainer_name, "batch": batch, "prec": prec,
+                           **bench_one(trainer, device, batch, steps, warmup, extra=False)}
+                    del trainer
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+                    row["flops_per_step"] = step_flops(sizes, batch)
+                    row["tflops_per_s"] = row["flops_per_step"] / row["step_s"] / 1e12
+                    row["fraction_of_bf16_peak"] = row["tflops_per_s"] / peak if peak else None
+                    rows.append(row)
+    overhead = {}
+    for prec in precs:
+        for batch in batches:
+            step = {r["trainer"]: r["step_s"] for r in rows if r["prec"] == prec and r["batch"] == batch}
+            if "PromptKD" in step and "PromptKD_RSM" in step:
+                overhead[f"{prec}_batch{batch}"] = 100.0 * (step["PromptKD_RSM"] - step["PromptKD"]) / step["PromptKD"]
+    return {"device": name, "sizes": sizes_label(small), "dense_bf16_peak_tflops": peak, "rows": rows,
+            "rsm_overhead_pct": overhead}
+
+
+def format_matrix(result: Dict[str, object]) -> str:
+    lines = [f"Device: {result['device']}; {result['sizes']}; dense bf16 peak "
+             f"{result['dense_bf16_peak_tflops'] or 'unknown'} TFLOP/s", "",
+             "| trainer | batch | prec | step (ms) | images/s | peak memory (MiB) | GFLOP/step | TFLOP/s | of bf16 peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        frac = "-" if r["fraction_of_bf16_peak"] is None else f"{100 * r['fraction_of_bf16_peak']:.1f}%"
+        lines.append(f"| {r['trainer']} | {r['batch']} | {r['prec']} | {1000 * r['step_s']:.1f} | "
+                     f"{r['images_per_s']:.1f} | {r['peak_mem_mb']:.0f} | {r['flops_per_step'] / 1e9:.1f} | "
+                     f"{r['tflops_per_s']:.2f} | {frac} |")
+    lines.append("")
+    lines += [f"RSM overhead {key}: {value:+.1f}%" for key, value in result["rsm_overhead_pct"].items()]
+    return "\n".join(lines)
+
+
+def _epoch_worker(spec: Dict[str, object], results) -> None:
+    """One fresh process of `run_real_sizes`: build one trainer, time its step and one whole epoch."""
+    try:
+        sizes = pick_sizes(spec["small"])
+        device, batch, classes = str(spec["device"]), int(spec["batch"]), int(spec["classes"])
+        install_random_weights(sizes, [f"class {i}" for i in range(classes)])
+        trainer = build_trainer(str(spec["trainer"]), str(spec["root"]), str(spec["work"]), sizes, device,
+                                str(spec["prec"]), batch)
+        out = bench_one(trainer, device, batch, int(spec["steps"]), int(spec["warmup"]), extra=False)
+        trainer.epoch = 0
+        _sync(device)
+        start = time.perf_counter()
+        trainer.run_epoch()  # the real loader: decode, resize/crop, collate, then the steps
+        _sync(device)
+        out["epoch_s"] = time.perf_counter() - start
+        out["epoch_batches"] = trainer.num_batches
+        out["peak_mem_mb"] = peak_memory_mb(device)
+        results.put((out, None))
+    except BaseException as exc:  # noqa: BLE001  (reported by the parent)
+        results.put((None, f"{type(exc).__name__}: {exc}"))
+
+
+def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, batch: int = 8, steps: int = 3,
+                   warmup: int = 1, prec: Optional[str] = None, train_per_class: int = 1,
+                   trainers=("PromptKD", "PromptKD_RSM")) -> Dict[str, Dict[str, float]]:
+    """Per trainer, in a fresh process each (so peak memory is that trainer's alone): the step time, one
+    epoch over a fake dataset through the real data loader, and the process's peak memory."""
+    import multiprocessing
+
+    prec = prec or ("fp16" if device == "cuda" else "fp32")
+    results: Dict[str, Dict[str, float]] = {}
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="bench_real_") as work:
+        root = _fake_world(work, classes, train_per_class)
+        for name in trainers:
+            queue = context.Queue()
+            spec = {"root": root, "work": work, "small": small, "classes": classes, "device": device, "prec": prec,
+                    "batch": batch, "steps": steps, "warmup": warmup, "trainer": name}
+            worker = context.Process(target=_epoch_worker, args=(spec, queue))
+            worker.start()
+            out, error = queue.get()
+            worker.join()
+            if error:
+                raise SystemExit(f"error: {name}: {error}")
+            results[name] = out
+    return results
+
+
+def format_real_sizes(results: Dict[str, Dict[str, float]], device: str, small: bool, classes: int, batch: int) -> str:
+    sizes = sizes_label(small)
+    lines = [f"{device}; {sizes}; batch {batch}; {classes} classes; one fresh process per trainer", "",
+             "| trainer | step (s) | epoch with data loading (s) | batches | peak memory (MiB) |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['step_s']:.3f} | {r['epoch_s']:.2f} | {r['epoch_batches']} | {r['peak_mem_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+SWEEP_OMEGAS = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)  # a 7-point omega sweep of PromptKD_RSM
+
+
+def run_teacher_cache_sweep(omegas=SWEEP_OMEGAS, epochs: int = 2, train_per_class: int = 8, classes: int = 10,
+                            dtype: str = "fp16", teacher_preset: str = "tiny-large") -> Dict[str, float]:
+    """Wall time of a PromptKD_RSM omega sweep (seeded random augmentation, on the CPU, tiny student) with
+    the teacher run in every run (the faster of one sweep before and one after), against filling the disk
+    teacher cache once and reading it in every run."""
+    from dassl.engine import build_trainer as dassl_build
+    from dassl.utils import set_random_seed
+    from tools.cache_teacher import fill_cache
+    from tools.device_check import tiny_opts
+    from tools.make_fake_dataset import make_fake_dataset
+    from tools.make_tiny_weights import make_tiny_weights
+    from trainers import teacher_cache
+    from trainers.config import extend_cfg
+    from dassl.config import get_cfg_default
+
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
+
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as work:
+        root = os.path.join(work, "data")
+        make_fake_dataset("OxfordPets", root, num_classes=classes, train_per_class=train_per_class,
+                          test_per_class=1, image_size=48)
+        from tools.device_check import _classnames
+        weights = make_tiny_weights(os.path.join(work, "weights"), "OxfordPets", _classnames(root),
+                                    teacher_preset=teacher_preset)
+        world = {"root": root, "student": str(weights["student"]), "teacher": str(weights["teacher"]),
+                 "teacher_root": str(weights["teacher_root"])}
+        cache_dir = os.path.join(work, "cache")
+
+        def build(name: str, out: str, extra):
+            cfg = extend_cfg(get_cfg_default())
+            cfg.merge_from_file(os.path.join("configs", "trainers", "PromptKD", "vit_b16_c2_ep20_batch8_4+4ctx.yaml"))
+            cfg.merge_from_list(["DATASET.ROOT", root, "TRAINER.NAME", name, "SEED", 1, "OUTPUT_DIR",
+                                 os.path.join(work, out)] + tiny_opts(world, False) +
+                                ["OPTIM.MAX_EPOCH", epochs, "DATALOADER.SEEDED_AUGMENTATION", True,
+                                 "TRAINER.PROMPTKD.TEACHER_CACHE_DTYPE", dtype, "TEST.FINAL_MODEL", "last_step",
+                                 "DATALOADER.TRAIN_X.BATCH_SIZE", 8] + list(extra))
+            cfg.freeze()
+            set_random_seed(1)
+            return dassl_build(cfg)
+
+        sweeps = []
+
+        def sweep(cached: bool) -> float:
+            sweeps.append(cached)  # a fresh output folder per sweep: a finished run folder would be resumed
+            start = time.perf_counter()
+            for omega in omegas:
+                extra = ["TRAINER.RSM.WEIGHT", omega]
+                if cached:
+                    extra += ["TRAINER.PROMPTKD.TEACHER_CACHE_DIR", cache_dir]
+                trainer = build("PromptKD_RSM", f"sweep{len(sweeps)}_{omega}", extra)
+                trainer.train()
+            return time.perf_counter() - start
+
+        plain_first = sweep(False)
+        start = time.perf_counter()
+        stats = fill_cache(build("PromptKD", "fill", []), cache_dir, epochs, teacher_cache.STORE_DTYPES[dtype])
+        fill = time.perf_counter() - start
+        cached = sweep(True)
+        plain = min(plain_first, sweep(False))  # the faster of a sweep before and one after (shared machines)
+    return {"runs": len(omegas), "epochs": epochs, "train_images": classes * train_per_class,
+            "sweep_plain_s": plain, "cache_fill_s": fill, "sweep_cached_s": cached,
+            "speedup": plain / (fill + cached), "bytes_per_image_epoch": stats["bytes_per_image_epoch"]}
+
+
+def format_sweep(r: Dict[str, float]) -> str:
+    return "\n".join([
+        f"PromptKD_RSM omega sweep: {r['runs']} runs x {r['epochs']} epochs, {r['train_images']} training images, "
+        f"seeded random augmentation, CPU, tiny towers", "",
+        f"teacher in every run: {r['sweep_plain_s']:.1f} s",
+        f"teacher cache: fill {r['cache_fill_s']:.1f} s + sweep {r['sweep_cached_s']:.1f} s "
+        f"-> x{r['speedup']:.2f}",
+        f"disk: {r['bytes_per_image_epoch']:.0f} bytes per image-epoch"])
+
+
 def format_report(results: Dict[str, Dict[str, float]], device: str, small: bool, classes: int, batch: int) -> str:
     dev = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    sizes = "small CPU-sized towers" if small else "ViT-B/16 student, ViT-L/14 teacher"
+    sizes = sizes_label(small)
     lines = [f"Device: {dev}; {sizes}; batch {batch}; {classes} classes", "",
              "| trainer | step (ms) | images/s | peak memory (MiB) |", "|---|---|---|---|"]
     for name in TRAINERS:
@@ -229,7 +494,7 @@ def _ddp_worker(rank: int, nproc: int, port: int, threads: int, spec: Dict[str, 
 
         device, batch = str(spec["device"]), int(spec["batch"])
         init_distributed(device == "cuda")
-        sizes = SMALL if spec["small"] else REAL
+        sizes = pick_sizes(spec["small"])
         install_random_weights(sizes, [f"class {i}" for i in range(int(spec["classes"]))])
         trainer = build_trainer("PromptKD", str(spec["root"]), str(spec["work"]), sizes, device, str(spec["prec"]),
                                 batch)
@@ -299,7 +564,7 @@ def run_ddp(nproc: int, device: str = "cpu", small: bool = True, classes: int = 
 
 
 def format_ddp_report(r: Dict[str, float], device: str, small: bool) -> str:
-    sizes = "small CPU-sized towers" if small else "ViT-B/16 student, ViT-L/14 teacher"
+    sizes = sizes_label(small)
     backend = "NCCL, one GPU per process" if device == "cuda" else f"gloo, {r['threads']} CPU threads shared"
     n, batch = r["processes"], r["global_batch"]
     return "\n".join([
@@ -314,6 +579,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Training-step throughput and memory of the distillation trainers.")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--small", action="store_true", help="CPU-sized towers instead of ViT-B/16 + ViT-L/14")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny towers (checks that the tool runs)")
     parser.add_argument("--classes", type=int, default=100, help="number of classes (teacher text features)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (median)")
@@ -323,7 +589,42 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the raw numbers as JSON")
     parser.add_argument("--ddp", type=int, metavar="N", default=0,
                         help="instead: PromptKD's step in N processes (batch / N images each) against one process")
+    parser.add_argument("--real-sizes", action="store_true",
+                        help="instead: step, one epoch with data loading, and peak memory per trainer, each in a "
+                             "fresh process (default 37 classes with --classes unset)")
+    parser.add_argument("--matrix", action="store_true",
+                        help="instead: PromptKD and PromptKD_RSM at --batches x --precs, with FLOPs and the "
+                             "fraction of the GPU's dense bf16 peak")
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 64], help="batch sizes of --matrix")
+    parser.add_argument("--precs", nargs="+", default=["fp16", "bf16"], choices=("fp16", "bf16", "fp32"),
+                        help="precisions of --matrix")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the GPU's dense bf16 peak in TFLOP/s (default: from a table of known GPUs)")
+    parser.add_argument("--teacher-cache", action="store_true",
+                        help="instead: a 7-point PromptKD_RSM omega sweep with and without the disk teacher cache")
     args = parser.parse_args(argv)
+    if args.teacher_cache:
+        sweep = run_teacher_cache_sweep()
+        print(format_sweep(sweep))
+        if args.json:
+            Path(args.json).write_text(json.dumps(sweep, indent=2))
+        return 0
+    if args.tiny:
+        args.small = "tiny"
+    if args.real_sizes:
+        classes = args.classes if "--classes" in (argv or sys.argv) else 37
+        real = run_real_sizes(args.device, args.small, classes, args.batch, args.steps, args.warmup, args.prec)
+        print(format_real_sizes(real, args.device, args.small, classes, args.batch))
+        if args.json:
+            Path(args.json).write_text(json.dumps(real, indent=2))
+        return 0
+    if args.matrix:
+        matrix = run_matrix(args.device, args.small, args.classes, tuple(args.batches), tuple(args.precs),
+                            steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops)
+        print(format_matrix(matrix))
+        if args.json:
+            Path(args.json).write_text(json.dumps(matrix, indent=2))
+        return 0
     if args.ddp:
         ddp = run_ddp(args.ddp, args.device, args.small, args.classes, args.batch, args.steps, args.warmup, args.prec)
         print(format_ddp_report(ddp, args.device, args.small))

@@ -1,9 +1,17 @@
 #!/usr/bin/env python
-"""Collect ``results.json`` files under an output root and print Base / New / HM tables.
+"""Collect ``results.json`` files under an output root and print one table per experiment setting.
 
 Every run written by ``trainers/results.py`` leaves one ``results.json`` (see ARCHITECTURE.md). This
 tool finds them, groups runs that differ only by seed, and reports mean +- std over seeds, for the
 best-on-base checkpoint ("best", PromptKD's reporting) and for the last epoch ("last").
+
+What a table shows depends on the record's protocol:
+- ``base2novel`` (distillation, transductive) and ``base2new`` (supervised, inductive): Base / New / HM,
+  each protocol in its own tables;
+- ``cross`` and ``fewshot``: one accuracy per dataset;
+- ``evaluation`` (``train.py --eval-only``): kept apart from training runs, grouped by what was
+  evaluated: a distillation trainer's record names ``evaluated_protocol`` and holds Base / New / HM, a
+  supervised trainer's holds one accuracy on ``split`` of the ``subsample`` classes.
 
 Conventions (stated because papers differ on them):
 - std is the population standard deviation over seeds (``ddof=0``, like Dassl's ``parse_test_res.py``);
@@ -36,6 +44,12 @@ BASE2NEW_DATASETS: tuple[str, ...] = (
 )
 """The 11 base-to-new benchmark datasets (``DATASET.NAME``), in the order papers print them."""
 
+BASE_NEW_PROTOCOLS = ("base2novel", "base2new")
+"""Protocols whose entries hold base / new / hm (the others hold one accuracy)."""
+
+EVALUATION = "evaluation"
+"""The protocol of an evaluation-only record."""
+
 CROSS_SOURCE = "ImageNet"
 """Source dataset of the cross-dataset protocol; not counted in the target average."""
 
@@ -55,6 +69,7 @@ class GroupKey:
     trainer: str
     shots: str
     config: str
+    evaluated: str = ""   # evaluation records: what was evaluated (see `evaluated_label`)
 
 
 @dataclass
@@ -87,13 +102,32 @@ def config_label(record: dict, path: Path | None) -> str:
 
     An explicit ``config`` field wins. Otherwise, when the run folder is a seed folder
     (``seed1`` / ``seed_1``), the parent folder's name is used: our scripts encode the config file
-    name and any extra options there. Failing both, the config hash is used.
+    name and any extra options there. A run folder without a seed (zero-shot CLIP) is named by itself.
+    Without a path, the config hash is used.
     """
     if record.get("config"):
         return str(record["config"])
-    if path is not None and _SEED_DIR.match(path.parent.name):
-        return path.parent.parent.name
+    if path is not None:
+        return path.parent.parent.name if _SEED_DIR.match(path.parent.name) else path.parent.name
     return str(record.get("config_hash", "?"))
+
+
+def evaluated_label(record: dict) -> str:
+    """What an evaluation-only record measured ("" for a training run): the protocol a distillation
+    trainer's evaluation scored (``evaluated_protocol``), else the classes and split of a supervised one."""
+    if record.get("protocol") != EVALUATION:
+        return ""
+    if record.get("evaluated_protocol"):
+        return str(record["evaluated_protocol"])
+    return f"subsample {record.get('subsample', '?')}, split {record.get('split', '?')}"
+
+
+def shows_base_new(record: dict) -> bool:
+    """Whether the record's entries hold base / new / hm (else one accuracy)."""
+    protocol = record.get("protocol")
+    if protocol == EVALUATION:
+        return record.get("evaluated_protocol") in BASE_NEW_PROTOCOLS
+    return protocol in BASE_NEW_PROTOCOLS
 
 
 def load_result(path: str | Path) -> dict:
@@ -137,6 +171,7 @@ def group_runs(records: Iterable[dict]) -> list[Group]:
             trainer=str(rec["trainer"]),
             shots=str(rec.get("shots", "?")),
             config=str(rec.get("_config") or config_label(rec, None)),
+            evaluated=evaluated_label(rec),
         )
         groups.setdefault(key, Group(key)).runs.append(rec)
     return [groups[k] for k in sorted(groups, key=_group_sort_key)]
@@ -144,7 +179,7 @@ def group_runs(records: Iterable[dict]) -> list[Group]:
 
 def _group_sort_key(key: GroupKey):
     order = BASE2NEW_DATASETS.index(key.dataset) if key.dataset in BASE2NEW_DATASETS else 99
-    return (key.protocol, key.trainer, key.shots, key.config, order, key.dataset)
+    return (key.protocol, key.evaluated, key.trainer, key.shots, key.config, order, key.dataset)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -217,21 +252,30 @@ def average_base2new(rows: dict[str, dict]) -> dict:
 
 @dataclass(frozen=True)
 class Setting:
-    """A table: one protocol / trainer / shots / config, rows are datasets."""
+    """A table: one protocol (and, for evaluations, what was evaluated) / trainer / shots / config;
+    rows are datasets. `base_new`: the rows hold Base / New / HM, else one accuracy."""
 
     protocol: str
     trainer: str
     shots: str
     config: str
+    evaluated: str = ""
+    base_new: bool = True
+
+    @property
+    def label(self) -> str:
+        """The protocol as the table title names it, e.g. ``evaluation (subsample new, split test)``."""
+        return f"{self.protocol} ({self.evaluated})" if self.evaluated else self.protocol
 
 
 def build_tables(groups: list[Group], which: str) -> list[tuple[Setting, dict[str, dict]]]:
-    """Per setting, dataset -> summary (base2novel or cross, depending on the protocol)."""
+    """Per setting, dataset -> summary (Base / New / HM or accuracy, depending on the records)."""
     tables: dict[Setting, dict[str, dict]] = {}
     for g in groups:
         k = g.key
-        setting = Setting(k.protocol, k.trainer, k.shots, k.config)
-        summary = summarize_cross(g, which) if k.protocol == "cross" else summarize_base2new(g, which)
+        base_new = shows_base_new(g.runs[0])
+        setting = Setting(k.protocol, k.trainer, k.shots, k.config, k.evaluated, base_new)
+        summary = summarize_base2new(g, which) if base_new else summarize_cross(g, which)
         tables.setdefault(setting, {})[k.dataset] = summary
     return list(tables.items())
 
@@ -246,8 +290,8 @@ def _seeds(summary: dict) -> str:
 
 def format_base2new_table(setting: Setting, rows: dict[str, dict], which: str) -> str:
     """Markdown table: dataset rows, Base / New / HM as mean +- std, then the average row(s)."""
-    title = (f"### {setting.protocol} | {setting.trainer} | shots {setting.shots} | "
-             f"{setting.config} | {_which_label(which)}")
+    title = (f"### {setting.label} | {setting.trainer} | shots {setting.shots} | "
+             f"{setting.config} | {_which_label(setting, which)}")
     lines = [title, "", "| dataset | seeds | Base | New | HM |", "|---|---|---|---|---|"]
     for name, s in rows.items():
         lines.append(f"| {name} | {_seeds(s)} | {_pm(s['base'], s['base_std'])} | "
@@ -264,16 +308,21 @@ def format_base2new_table(setting: Setting, rows: dict[str, dict], which: str) -
 
 
 def format_cross_table(setting: Setting, rows: dict[str, dict], which: str) -> str:
-    """Markdown table: one row per target dataset (accuracy mean +- std), then the target average."""
-    title = (f"### {setting.protocol} | {setting.trainer} | shots {setting.shots} | "
-             f"{setting.config} | {_which_label(which)}")
+    """Markdown table: one row per dataset (accuracy mean +- std), then the average (cross-dataset: over
+    the targets, the ImageNet source left out)."""
+    title = (f"### {setting.label} | {setting.trainer} | shots {setting.shots} | "
+             f"{setting.config} | {_which_label(setting, which)}")
     lines = [title, "", "| dataset | seeds | Accuracy |", "|---|---|---|"]
     for name, s in rows.items():
         lines.append(f"| {name} | {_seeds(s)} | {_pm(s['accuracy'], s['accuracy_std'])} |")
-    targets = [s["accuracy"] for d, s in rows.items() if d != CROSS_SOURCE]
-    if targets:
-        lines.append(f"| Average over targets ({_count(len(targets))}, {CROSS_SOURCE} excluded) | | "
-                     f"{_pm(sum(targets) / len(targets))} |")
+    if setting.protocol == "cross":
+        targets = [s["accuracy"] for d, s in rows.items() if d != CROSS_SOURCE]
+        label = f"Average over targets ({_count(len(targets))}, {CROSS_SOURCE} excluded)"
+    else:
+        targets = [s["accuracy"] for s in rows.values()]
+        label = f"Average ({_count(len(targets))})"
+    if len(targets) > 1 or (targets and setting.protocol == "cross"):
+        lines.append(f"| {label} | | {_pm(sum(targets) / len(targets))} |")
     return "\n".join(lines)
 
 
@@ -281,7 +330,9 @@ def _count(n: int) -> str:
     return f"{n} dataset" if n == 1 else f"{n} datasets"
 
 
-def _which_label(which: str) -> str:
+def _which_label(setting: Setting, which: str) -> str:
+    if setting.protocol == EVALUATION:
+        return "evaluated checkpoint"   # an evaluation record's best and last are the same entry
     return {"best": "best-on-base checkpoint", "last": "last epoch"}.get(which, which)
 
 
@@ -292,13 +343,14 @@ def format_markdown(groups: list[Group], which: Sequence[str] = ("best", "last")
     parts = ["## Results", ""]
     for w in which:
         for setting, rows in build_tables(groups, w):
-            fmt = format_cross_table if setting.protocol == "cross" else format_base2new_table
+            fmt = format_base2new_table if setting.base_new else format_cross_table
             parts += [fmt(setting, rows, w), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
-CSV_FIELDS = ("protocol", "trainer", "shots", "config", "dataset", "which", "n_seeds", "seeds",
+CSV_FIELDS = ("protocol", "evaluated", "trainer", "shots", "config", "dataset", "which", "n_seeds", "seeds",
               "base", "base_std", "new", "new_std", "hm", "hm_std", "accuracy", "accuracy_std")
+_CSV_NUMBERS = CSV_FIELDS[CSV_FIELDS.index("base"):]
 
 
 def csv_rows(groups: list[Group], which: Sequence[str] = ("best", "last")) -> list[dict]:
@@ -308,10 +360,11 @@ def csv_rows(groups: list[Group], which: Sequence[str] = ("best", "last")) -> li
         for setting, rows in build_tables(groups, w):
             for dataset, s in rows.items():
                 row = {f: "" for f in CSV_FIELDS}
-                row.update(protocol=setting.protocol, trainer=setting.trainer, shots=setting.shots,
+                row.update(protocol=setting.protocol, evaluated=setting.evaluated, trainer=setting.trainer,
+                           shots=setting.shots,
                            config=setting.config, dataset=dataset, which=w, n_seeds=s["n"],
                            seeds=" ".join(str(x) for x in s["seeds"]))
-                for k in CSV_FIELDS[8:]:
+                for k in _CSV_NUMBERS:
                     if k in s:
                         row[k] = round(s[k], 4)
                 out.append(row)

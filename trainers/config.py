@@ -51,6 +51,11 @@ _PROMPTKD = {
     # Reuse the frozen teacher's image features per training image instead of recomputing its image
     # tower every epoch (trainers/teacher_cache.py); exact only for a deterministic training transform.
     "CACHE_TEACHER_FEATURES": False,
+    # A folder holding the teacher's image features of every training view for a few epochs, written by
+    # tools/cache_teacher.py; runs with the same teacher / data / augmentation key read them instead of
+    # running the teacher's image tower ("" = off). See trainers/teacher_cache.py.
+    "TEACHER_CACHE_DIR": "",
+    "TEACHER_CACHE_DTYPE": "fp16",  # fp16 | fp32: how tools/cache_teacher.py stores the features
     # The earlier name of CACHE_TEACHER_FEATURES (it never stored logits); still read, with a warning.
     "CACHE_TEACHER_LOGITS": False,
 }

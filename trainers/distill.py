@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from dassl.data.datasets import num_base_classes
 from dassl.data.transforms import require_deterministic_transforms
+from dassl.data.transforms.determinism import random_transform_choices
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, load_pretrained_weights
@@ -81,6 +82,10 @@ def load_student_clip(cfg, design_details: Optional[dict]) -> nn.Module:
 class DistillTrainer(TrainerX):
     """Base class: teacher, cached text features, KD (+ RSM) step, PromptKD's evaluation, results.json."""
 
+    # Free the teacher's text encoder once its class features are cached (memory); a benchmark that
+    # times the original's per-step text pass keeps it.
+    RELEASE_TEACHER_TEXT_TOWER = True
+
     USES_RSM = False  # subclasses with the RSM term set True
     # PromptKD's load_model drops the token buffers and loads non-strictly (see TrainerBase.load_model).
     CHECKPOINT_IGNORED_KEYS = TOKEN_BUFFER_KEYS
@@ -127,10 +132,14 @@ class DistillTrainer(TrainerX):
         self._check_class_split(classnames)
 
         self.teacher = build_teacher(cfg, classnames, device=self.device)
+        if self.RELEASE_TEACHER_TEXT_TOWER:
+            self.teacher.release_text_tower()  # its class features are cached
         check_input_size(cfg, self.teacher.model.image_encoder, "teacher")
         if self.device.type == "cuda" and self.precision.autocast_dtype is not None:
             self.teacher.cast_image_tower(self.precision.autocast_dtype)
-        self.teacher_cache = self._build_teacher_cache() if self.cache_teacher else None
+        self.teacher_disk = self._build_disk_cache() if cfg.TRAINER.PROMPTKD.TEACHER_CACHE_DIR else None
+        use_memory_cache = self.cache_teacher and self.teacher_disk is None  # the disk cache replaces it
+        self.teacher_cache = self._build_teacher_cache() if use_memory_cache else None
         teacher_dim = self.teacher.text_features.shape[1]
 
         print("Building custom CLIP")
@@ -168,6 +177,29 @@ class DistillTrainer(TrainerX):
                   f"the {n_train} training images")
         return teacher_cache.TeacherOutputCache(self.teacher, store)
 
+    def teacher_disk_key(self) -> dict:
+        """The disk-cache key of this run's teacher, training data and augmentation
+        (`teacher_cache.disk_cache_key`); a ``UserError`` when random views are not reproducible."""
+        random_ops = random_transform_choices(self.cfg)
+        seed = self.dm.augmentation_seed
+        if random_ops and seed is None:
+            raise UserError(f"{teacher_cache.DIR_KEY} with the random INPUT.TRANSFORMS {random_ops} needs "
+                            f"DATALOADER.SEEDED_AUGMENTATION True (each view a function of seed, epoch and "
+                            f"image), or deterministic transforms only")
+        impaths = [item.impath for item in self.dm.dataset.train_x]
+        return teacher_cache.disk_cache_key(self.cfg, self.teacher, self.device, seed if random_ops else None,
+                                            impaths)
+
+    def _build_disk_cache(self) -> teacher_cache.DiskTeacherCache:
+        """The reader of ``TEACHER_CACHE_DIR`` (refused when the folder holds no cache or another key's)."""
+        folder = self.cfg.TRAINER.PROMPTKD.TEACHER_CACHE_DIR
+        files = teacher_cache.TeacherFeatureFiles(folder, self.teacher_disk_key())
+        if not files.check_key():
+            raise UserError(f"{teacher_cache.DIR_KEY} {folder} holds no teacher cache: run tools/cache_teacher.py "
+                            f"with this run's arguments first, or set {teacher_cache.DIR_KEY} ''")
+        print(f"Teacher cache ({teacher_cache.DIR_KEY}): reading {folder}, epochs {files.epochs()}")
+        return teacher_cache.DiskTeacherCache(self.teacher, files)
+
     @property
     def text_features(self) -> torch.Tensor:
         """The teacher's cached, normalised class vectors [n_cls, E] (all classes, label order)."""
@@ -196,7 +228,9 @@ class DistillTrainer(TrainerX):
         image, _ = self.parse_batch_train(batch)  # labels are never used by the student
         kd_cfg = self.cfg.TRAINER.PROMPTKD
         with self.precision.autocast():
-            if self.teacher_cache is not None:
+            if self.teacher_disk is not None:
+                teacher_logits = self.teacher_disk.logits(image, batch["index"], self.epoch)
+            elif self.teacher_cache is not None:
                 teacher_logits = self.teacher_cache.logits(image, batch["impath"])
             else:
                 teacher_logits = self.teacher.logits(image)

@@ -182,11 +182,19 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def refresh_text_features(self) -> torch.Tensor:
         """(Re)compute and cache the normalised text features of all classes, in float32."""
+        if self.model.text_encoder is None:
+            raise RuntimeError("the teacher's text tower was released (release_text_tower): its class features "
+                               "cannot be recomputed")
         device_type = self.model.logit_scale.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             features = self.model.encode_text(chunk_size=TEXT_FEATURE_CHUNK).float()
         self.text_features = F.normalize(features, dim=-1)
         return self.text_features
+
+    def release_text_tower(self) -> None:
+        """Free the text encoder: once the class features are cached, training and evaluation never run it
+        again (about 0.5 GB in float32 for ViT-L/14). The prompt learner (the class prompts) is kept."""
+        self.model.text_encoder = None
 
     def cast_image_tower(self, dtype: torch.dtype) -> None:
         """Store the frozen image tower in ``dtype`` (e.g. fp16 under fp16 autocast on CUDA).
@@ -228,6 +236,14 @@ def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device]
         print(f"CLIP Teacher name is {cfg.TRAINER.PROMPTKD.TEACHER_NAME} (weights: {weights})")
         print(f'Loading teacher checkpoint from "{ckpt_path}"')
     state_dict = read_teacher_state_dict(ckpt_path)
+    # PromptSRC checkpoints carry a frozen copy of the zero-shot image tower that the teacher never uses:
+    # dropped at once so it does not stay in memory while the model is built.
+    zero_shot = [k for k in state_dict if k.startswith(ZERO_SHOT_TOWER_PREFIX)]
+    for key in zero_shot:
+        del state_dict[key]
+    if zero_shot:
+        print(f"Teacher: ignored {len(zero_shot)} keys of PromptSRC's frozen zero-shot tower "
+              f"({ZERO_SHOT_TOWER_PREFIX}*)")
     design = teacher_design_from_state_dict(state_dict, ckpt_path)
     if verbose:
         print(f"Teacher prompt design (from the checkpoint): {design['n_ctx_vision']} vision + "
@@ -248,6 +264,7 @@ def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device]
         verbose=verbose,
     )
     load_teacher_weights(model, state_dict, ckpt_path)
+    del state_dict  # the model holds copies: the checkpoint's tensors are not kept alive
     if device is not None:
         model.to(device)
     teacher = Teacher(model, checkpoint=ckpt_path, weights=weights)

@@ -30,7 +30,8 @@ class Job:
     """One command: a readable name, its argv and the file its output goes to.
 
     For `run_train_jobs`, `argv` holds only train.py's arguments and `group` (e.g. the dataset) says which
-    jobs should preferably share a worker.
+    jobs should preferably share a worker. `cost` is the job's expected share of the work (e.g. its
+    training steps), used only to estimate the time left; jobs of one batch should use the same unit.
     """
     name: str
     argv: list[str]
@@ -38,6 +39,7 @@ class Job:
     seconds: float = 0.0
     returncode: int | None = None
     group: str = ""
+    cost: float = 1.0
 
 
 class JobFailed(RuntimeError):
@@ -57,7 +59,7 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
     pending = list(jobs)
     running: list[tuple[Job, subprocess.Popen, float, object]] = []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    done = 0
+    progress = Progress(jobs, log)
     while pending or running:
         while pending and len(running) < max(1, workers):
             job = pending.pop(0)
@@ -74,15 +76,40 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, cwd: Path,
             handle.close()
             running.remove(entry)
             job.returncode, job.seconds = proc.returncode, time.time() - started
-            done += 1
-            _report(job, done, len(jobs), log)
+            progress.finished(job)
     _raise_if_failed(jobs)
     return jobs
 
 
-def _report(job: Job, done: int, total: int, log: Callable[[str], None], why: str = "") -> None:
-    status = "ok" if job.returncode == 0 else f"FAILED ({why + ', ' if why else ''}exit {job.returncode})"
-    log(f"  [{done}/{total}] {job.name}: {status} in {job.seconds:.0f}s")
+def _clock(seconds: float) -> str:
+    """A duration as 1h02m, 3m05s or 42s."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """The progress line of a batch of jobs: one per finished job, with the batch's elapsed wall time and an
+    estimate of the time left (elapsed time x cost left / cost done, with `Job.cost` as the unit)."""
+
+    def __init__(self, jobs: list[Job], log: Callable[[str], None]) -> None:
+        self.total, self.log, self.start = len(jobs), log, time.time()
+        self.cost_total, self.cost_done, self.done = sum(j.cost for j in jobs), 0.0, 0
+
+    def finished(self, job: Job, why: str = "") -> None:
+        """Log `job` (finished, with its returncode and seconds set)."""
+        self.done += 1
+        self.cost_done += job.cost
+        status = "ok" if job.returncode == 0 else f"FAILED ({why + ', ' if why else ''}exit {job.returncode})"
+        elapsed = time.time() - self.start
+        line = f"  [{self.done}/{self.total}] {job.name}: {status} in {job.seconds:.0f}s"
+        if self.done < self.total and self.cost_done > 0:
+            left = elapsed * max(0.0, self.cost_total - self.cost_done) / self.cost_done
+            line += f" (elapsed {_clock(elapsed)}, about {_clock(left)} left)"
+        elif self.done == self.total:
+            line += f" (elapsed {_clock(elapsed)}, batch done)"
+        self.log(line)
 
 
 def _raise_if_failed(jobs: list[Job]) -> None:
@@ -249,13 +276,11 @@ class TrainPool:
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
         pool = self._ensure_workers(len(jobs))
         results, log = self._results, self.log
-        pending, done = list(range(len(jobs))), 0
+        pending, progress = list(range(len(jobs))), Progress(jobs, log)
 
         def finish(index: int, code: int, why: str, seconds: float) -> None:
-            nonlocal done
             jobs[index].returncode, jobs[index].seconds = code, seconds
-            done += 1
-            _report(jobs[index], done, len(jobs), log, why)
+            progress.finished(jobs[index], why)
 
         def feed(worker: _Worker) -> None:
             if pending and worker.process.is_alive():

@@ -1,4 +1,4 @@
-"""Curves of the benchmark: HM against omega, and H(M) over training, as CSV and PNG.
+"""Curves of the benchmark: HM against omega, and H(M) (and max p) over training, as CSV and PNG.
 
 The PNGs are drawn with matplotlib when it is installed, otherwise with a small Pillow line plot
 (Pillow is already a dependency), so no plotting library is required. The CSVs are always written.
@@ -55,6 +55,43 @@ def line_plot(path: str | Path, series: Sequence[Series], title: str, xlabel: st
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "matplotlib"
+
+
+def two_panel_plot(path: str | Path, panels: tuple[Sequence[Series], Sequence[Series]], title: str, xlabel: str,
+                   ylabels: tuple[str, str]) -> str:
+    """Two line plots over the same x, one above the other, in one PNG (e.g. H(M) and max p over training);
+    returns the backend that drew it."""
+    path = Path(path)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from PIL import Image
+        parts = [path.with_name(f"{path.stem}.part{i}.png") for i in range(2)]
+        for part, series, ylabel in zip(parts, panels, ylabels):
+            _pillow_plot(part, series, f"{title}: {ylabel}", xlabel, ylabel, False)
+        images = [Image.open(part) for part in parts]
+        out = Image.new("RGB", (images[0].width, sum(im.height for im in images)), "white")
+        out.paste(images[0], (0, 0))
+        out.paste(images[1], (0, images[0].height))
+        out.save(path)
+        for part in parts:
+            part.unlink()
+        return "pillow"
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for ax, series, ylabel in zip(axes, panels, ylabels):
+        for label, xs, ys, _ in series:
+            ax.plot(xs, ys, label=label)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[1].set_xlabel(xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,401 @@
+"""SynthShapes in the AME paper's own training regime (its Sec. 4.1), on the default mode's cached CLIPs and teachers.
+
+    bash scripts/synth_benchmark.sh --paper          the whole grid below, seeds 1-3
+    bash scripts/synth_benchmark.sh --paper-quick    a cut that fits 30 minutes on 2 cores (see PAPER_PLANS)
+
+What runs (protocol base2new_train, configs/trainers/<Trainer>/synth_shapes_paper.yaml: PromptKD's SGD, lr 0.005,
+momentum 0.9, weight decay 5e-4, batch 8, 20 epochs, one constant warm-up epoch then cosine):
+- the hosts PromptKD and Simple and their RSM versions PromptKD_RSM and Simple_RSM (omega 50), at 4, 16, 30
+  shots and the full training split on SynthShapesNoisy, and at 16 shots on SynthShapesTextured;
+- the omega sweep {0, 1, 5, 10, 25, 50, 100} of PromptKD_RSM at 16 shots on SynthShapesNoisy (omega 0 is
+  PromptKD itself: RSM with weight 0 trains exactly like its host).
+
+What it writes below <output> (default output/synthshapes/<mode>):
+- summary.md / summary.json: Base / New / HM mean +- std over seeds, and the PAIRED difference RSM minus
+  host per seed (same seed, same data, same teacher: the seed-to-seed swing cancels), its mean and spread;
+- shots.png: accuracy against shots per trainer (tools/plot_shots.py);
+- entropy_curves.png / .csv: H(M) and max p over training for each omega of the sweep;
+- analysis/: t-SNE, F-score maps and separability numbers of PromptKD vs PromptKD_RSM at 16 shots
+  (tools/analyze.py; skipped with a note when the optional extra, scikit-learn and matplotlib, is missing).
+
+The datasets, pretrained CLIPs, zero-shot runs and teachers are the default mode's (`PLANS["full"]`), so they
+come from the same cache (pretrained first when it is empty); only the students are trained here.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import statistics
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from benchmarks.synthshapes.benchmark import (DATASET_NAMES, PLANS, REPO_ROOT, Benchmark, Plan, _fmt_omega)
+from benchmarks.synthshapes.cache import cache_dir, write_json_atomic
+from benchmarks.synthshapes.jobs import Job
+from benchmarks.synthshapes.plots import read_entropy_curve, two_panel_plot, write_csv
+from dassl.run_files import RESULTS_FILENAME
+from scripts.runs import PROTOCOLS, Settings, base2new_train
+
+PAPER_CFG = "synth_shapes_paper"     # configs/trainers/<Trainer>/synth_shapes_paper.yaml
+RSM_OF = {"PromptKD": "PromptKD_RSM", "Simple": "Simple_RSM"}   # host -> its RSM version
+HOST_OF = {rsm: host for host, rsm in RSM_OF.items()}
+
+
+@dataclass(frozen=True)
+class PaperPlan:
+    """The student runs of one paper-regime mode."""
+    mode: str
+    seeds: tuple = (1, 2, 3)
+    shots: tuple = ("4", "16", "30", "full")   # every host and RSM version, on `shots_variant`
+    shots_variant: str = "noisy"
+    main_shots: str = "16"                     # the shots of the other datasets, the sweep and the analysis
+    other_variants: tuple = ("textured",)
+    hosts: tuple = ("PromptKD", "Simple")
+    main_omega: float = 50.0
+    omegas: tuple = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)   # PromptKD_RSM sweep (0: PromptKD)
+    analysis_seed: int = 1
+
+
+PAPER_PLANS = {
+    "paper": PaperPlan("paper"),
+    # Sized from measured runs (README's SynthShapes section): a 16-shot run took 150-170 s for PromptKD(_RSM)
+    # and 80-90 s for Simple(_RSM) on a 2-core machine shared with other work (load ~5), so this cut (28 runs:
+    # 2 seeds, 4 and 16 shots, both datasets, omegas 0 / 5 / 50 / 100) needs about 24 minutes there. 30 shots
+    # and the full split (twice and four times a 16-shot run) are left to --paper.
+    "paper-quick": PaperPlan("paper-quick", seeds=(1, 2), shots=("4", "16"), omegas=(0.0, 5.0, 50.0, 100.0)),
+}
+
+
+@dataclass(frozen=True)
+class PaperRun:
+    """One student run: trainer, dataset variant, shots, seed and (RSM trainers) omega."""
+    trainer: str
+    variant: str
+    shots: str
+    seed: int
+    omega: float | None = None
+
+    @property
+    def tag(self) -> str:
+        """RUN_TAG: w<omega> for RSM runs (their folder names the weight), none for hosts."""
+        return "" if self.omega is None else f"w{_fmt_omega(self.omega)}"
+
+    @property
+    def name(self) -> str:
+        omega = f" omega {_fmt_omega(self.omega)}" if self.omega is not None else ""
+        return f"{self.trainer}{omega} {DATASET_NAMES[self.variant]} {self.shots} shots seed {self.seed}"
+
+
+def plan_runs(plan: PaperPlan) -> list[PaperRun]:
+    """Every run of `plan`, each once; the main question first (16 shots on the shots dataset, then the
+    sweep), so that a run stopped early already holds it."""
+    out: list[PaperRun] = []
+
+    def add(run: PaperRun) -> None:
+        if run not in out:
+            out.append(run)
+
+    def pair(variant: str, shots: str, seed: int) -> None:
+        for host in plan.hosts:
+            add(PaperRun(host, variant, shots, seed))
+            add(PaperRun(RSM_OF[host], variant, shots, seed, plan.main_omega))
+
+    for seed in plan.seeds:
+        pair(plan.shots_variant, plan.main_shots, seed)
+    for omega in plan.omegas:
+        for seed in plan.seeds:
+            add(PaperRun("PromptKD", plan.shots_variant, plan.main_shots, seed) if omega == 0.0
+                else PaperRun("PromptKD_RSM", plan.shots_variant, plan.main_shots, seed, float(omega)))
+    for shots in plan.shots:
+        for seed in plan.seeds:
+            pair(plan.shots_variant, shots, seed)
+    for variant in plan.other_variants:
+        for seed in plan.seeds:
+            pair(variant, plan.main_shots, seed)
+    return out
+
+
+def _mean_std(values: list[float]) -> dict:
+    """Mean, population std (ddof 0, as tools/parse_results.py), min, max and the values."""
+    mean = sum(values) / len(values)
+    return {"mean": mean, "std": statistics.pstdev(values), "min": min(values), "max": max(values),
+            "n": len(values), "values": values}
+
+
+class PaperBenchmark(Benchmark):
+    """The default benchmark's stages for data, CLIPs, zero-shot and teachers; the paper's students and report."""
+
+    def __init__(self, paper: PaperPlan, cache: Path, output: Path, base: Plan = PLANS["full"],
+                 workers: int = 2, threads: int = 1, log=print) -> None:
+        variants = tuple(dict.fromkeys((paper.shots_variant, *paper.other_variants)))
+        super().__init__(replace(base, mode=paper.mode, variants=variants, seeds=paper.seeds), cache, output, workers,
+                         threads, log)
+        self.paper = paper
+        self.summary.update({"mode": paper.mode, "paper_plan": asdict(paper)})
+
+    # ----------------------------------------------------------------- runs
+    def run_settings(self, run: PaperRun) -> Settings:
+        """The protocol settings of one student run (its folder: <output>/base2new/train_base/<dataset>/
+        shots_<S>/<trainer>/synth_shapes_paper[_w<omega>]/seed<N>)."""
+        extra = (f"MODEL.BACKBONE.WEIGHTS {self.weights.get('student', '')} "
+                 f"TRAINER.PROMPTKD.TEACHER_WEIGHTS {self.weights.get('teacher', '')}")
+        if run.omega is not None:
+            extra += f" TRAINER.RSM.WEIGHT {float(run.omega)}"
+        return Settings(data=str(self.data_root), trainer=run.trainer, shots=run.shots, cfg=PAPER_CFG,
+                        teacher_root=str(self.teacher_root), output_root=str(self.output), run_tag=run.tag,
+                        extra_opts=extra)
+
+    def run_dir(self, run: PaperRun) -> Path:
+        return Path(PROTOCOLS["base2new_train"].folder(self.run_settings(run), self._key(run.variant), str(run.seed)))
+
+    def run_cost(self, run: PaperRun) -> float:
+        """Expected training steps of a run (the unit of the time-left estimate): training images / batch 8 x 20
+        epochs, plus a little per epoch for the validation pass. The students train on the unlabelled images
+        of every class (PromptKD's base-to-new setting), base and new."""
+        per_class = self.plan.counts["train"] if run.shots == "full" else min(int(run.shots), self.plan.counts["train"])
+        return 20 * (math.ceil(self.plan.num_classes * per_class / 8) + 5)
+
+    def paper_jobs(self) -> list[Job]:
+        """The train.py jobs of every run still to do (finished runs are skipped by the protocol)."""
+        jobs = []
+        for run in plan_runs(self.paper):
+            spec = base2new_train(self._key(run.variant), str(run.seed), self.run_settings(run))
+            log_name = f"{run.trainer}_{run.tag or 'host'}_{self._key(run.variant)}_{run.shots}shots_seed{run.seed}"
+            for job in self._train_jobs(spec, run.name, log_name):
+                job.cost = self.run_cost(run)
+                jobs.append(job)
+        return jobs
+
+    def students(self) -> None:
+        jobs = self.paper_jobs()
+        self.log(f"  {len(jobs)} student runs to do ({len(plan_runs(self.paper)) - len(jobs)} already finished)")
+        self._run_train(jobs)
+
+    # ----------------------------------------------------------------- results
+    def _result(self, run: PaperRun, which: str = "best") -> dict | None:
+        path = self.run_dir(run) / RESULTS_FILENAME
+        return json.loads(path.read_text())[which] if path.is_file() else None
+
+    def _stats(self, runs: list[PaperRun], which: str = "best") -> dict | None:
+        """Base / New / HM over the seeds of `runs` (one configuration) that finished."""
+        results = [r for r in (self._result(run, which) for run in runs) if r]
+        if not results:
+            return None
+        return {metric: _mean_std([r[metric] for r in results]) for metric in ("base", "new", "hm")}
+
+    def _paired(self, host_runs: list[PaperRun], rsm_runs: list[PaperRun], which: str = "best") -> dict | None:
+        """RSM minus host on the same seed, for the seeds where both finished."""
+        diffs: dict[str, list[float]] = {"base": [], "new": [], "hm": []}
+        seeds = []
+        for host, rsm in zip(host_runs, rsm_runs):
+            a, b = self._result(host, which), self._result(rsm, which)
+            if a and b:
+                seeds.append(host.seed)
+                for metric in diffs:
+                    diffs[metric].append(b[metric] - a[metric])
+        if not seeds:
+            return None
+        return {"seeds": seeds, **{metric: _mean_std(values) for metric, values in diffs.items()}}
+
+    def _configurations(self) -> list[tuple[str, str, str, float | None]]:
+        """(variant, shots, trainer, omega) of the table: every host and RSM version at the main omega."""
+        p = self.paper
+        cells = [(p.shots_variant, s) for s in p.shots]
+        if p.main_shots not in p.shots:
+            cells.insert(0, (p.shots_variant, p.main_shots))
+        cells += [(v, p.main_shots) for v in p.other_variants]
+        out = []
+        for variant, shots in cells:
+            for host in p.hosts:
+                out += [(variant, shots, host, None), (variant, shots, RSM_OF[host], p.main_omega)]
+        return out
+
+    def _seeds(self, trainer: str, variant: str, shots: str, omega: float | None) -> list[PaperRun]:
+        return [PaperRun(trainer, variant, shots, seed, omega) for seed in self.paper.seeds]
+
+    def report(self) -> None:
+        p, s = self.paper, self.summary
+        table, paired = [], []
+        for variant, shots, trainer, omega in self._configurations():
+            row = {"dataset": DATASET_NAMES[variant], "shots": shots, "trainer": trainer,
+                   "omega": omega, **{which: self._stats(self._seeds(trainer, variant, shots, omega), which)
+                                      for which in ("best", "last")}}
+            table.append(row)
+            if trainer in HOST_OF:
+                host = HOST_OF[trainer]
+                paired.append({"dataset": DATASET_NAMES[variant], "shots": shots, "host": host, "rsm": trainer,
+                               "omega": omega, **{which: self._paired(self._seeds(host, variant, shots, None),
+                                                                      self._seeds(trainer, variant, shots, omega), which)
+                                                  for which in ("best", "last")}})
+        sweep = []
+        host_runs = self._seeds("PromptKD", p.shots_variant, p.main_shots, None)
+        for omega in p.omegas:
+            runs = host_runs if omega == 0.0 else self._seeds("PromptKD_RSM", p.shots_variant, p.main_shots, float(omega))
+            sweep.append({"omega": omega, "best": self._stats(runs), "paired_vs_PromptKD":
+                          None if omega == 0.0 else self._paired(host_runs, runs)})
+        s.update({"table": table, "paired": paired, "sweep": sweep, "zero_shot": self._zero_shot_rows(),
+                  "entropy": self._entropy(), "plots": {}, "notes": []})
+        self._shot_plot()
+        self._analysis()
+        (self.output / "summary.md").write_text(self.markdown())
+        write_json_atomic(self.output / "summary.json", s)
+        self.log("\n" + self.markdown())
+
+    def _zero_shot_rows(self) -> dict:
+        rows = {}
+        for variant in self.plan.variants:
+            for role in ("student", "teacher"):
+                path = self._zeroshot_dir(self.output, self._key(variant), role) / RESULTS_FILENAME
+                if path.is_file():
+                    rows[f"{DATASET_NAMES[variant]} {role}"] = json.loads(path.read_text())["best"]
+        return rows
+
+    def _entropy(self) -> dict:
+        """H(M) and max p over training of every sweep run (CSV), one plot for the analysis seed, and when H(M)
+        first fell below 10% of its first value."""
+        p, rows, info, panels = self.paper, [], {}, ([], [])
+        for omega in p.omegas:
+            if omega == 0.0:
+                continue
+            for seed in p.seeds:
+                log_path = self.run_dir(PaperRun("PromptKD_RSM", p.shots_variant, p.main_shots, seed, float(omega))) / "log.txt"
+                curve = read_entropy_curve(log_path) if log_path.is_file() else []
+                if not curve:
+                    continue
+                rows += [(_fmt_omega(omega), seed, it, h, mp) for it, h, mp in curve]
+                info.setdefault(_fmt_omega(omega), []).append(
+                    {"seed": seed, "first_H": curve[0][1], "min_H": min(c[1] for c in curve), "last_H": curve[-1][1],
+                     "last_max_p": curve[-1][2],
+                     "first_iter_below_10pct": next((it for it, h, _ in curve if h < 0.1 * curve[0][1]), None)})
+                if seed == p.analysis_seed:
+                    label = f"omega {_fmt_omega(omega)}"
+                    panels[0].append((label, [c[0] for c in curve], [c[1] for c in curve], None))
+                    panels[1].append((label, [c[0] for c in curve], [c[2] for c in curve], None))
+        write_csv(self.output / "entropy_curves.csv", ["omega", "seed", "iteration", "H_M", "max_p"], rows)
+        if panels[0]:
+            two_panel_plot(self.output / "entropy_curves.png", panels,
+                           f"PromptKD_RSM, {DATASET_NAMES[p.shots_variant]}, {p.main_shots} shots, seed {p.analysis_seed}",
+                           "iteration", ("H(M)", "max p"))
+        return {"note": "H(M) starts at log(N + C) (N = batch 8, C = base classes) and is 0 at collapse", "runs": info}
+
+    def _extra_installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in ("sklearn", "matplotlib"))
+
+    def _tool(self, name: str, argv: list[str], what: str) -> bool:
+        """Run tools/<name> (its output in logs/); on failure record a note instead of stopping the report."""
+        log_path = self.output / "logs" / f"{Path(name).stem}.log"
+        job = Job(what, [sys.executable, f"tools/{name}", *argv], log_path)
+        try:
+            self._run([job])
+            return True
+        except RuntimeError:
+            self.summary["notes"].append(f"{what} failed; see {log_path}")
+            self.log(f"  {what} failed (log {log_path}); the rest of the report goes on")
+            return False
+
+    def _shot_plot(self) -> None:
+        if not self._extra_installed():
+            self.summary["notes"].append("shots.png skipped: matplotlib missing (pip install -e \".[analysis]\")")
+            return
+        if self._tool("plot_shots.py", [str(self.output), "--out", str(self.output / "shots.png")], "shot curves"):
+            self.summary["plots"]["shots"] = "shots.png"
+
+    def _analysis(self) -> None:
+        p = self.paper
+        runs = [self.run_dir(PaperRun("PromptKD", p.shots_variant, p.main_shots, p.analysis_seed)),
+                self.run_dir(PaperRun("PromptKD_RSM", p.shots_variant, p.main_shots, p.analysis_seed, p.main_omega))]
+        if not self._extra_installed():
+            self.summary["notes"].append("analysis/ skipped: scikit-learn or matplotlib missing "
+                                         "(pip install -e \".[analysis]\", then run tools/analyze.py on the two runs)")
+            return
+        if not all((r / RESULTS_FILENAME).is_file() for r in runs):
+            self.summary["notes"].append("analysis/ skipped: the PromptKD / PromptKD_RSM runs it compares did not finish")
+            return
+        out = self.output / "analysis"
+        if self._tool("analyze.py", [*map(str, runs), "--out", str(out), "--labels", "PromptKD",
+                                     f"PromptKD_RSM_w{_fmt_omega(p.main_omega)}"], "analysis panels"):
+            self.summary["plots"]["analysis"] = "analysis/"
+
+    # ----------------------------------------------------------------- markdown
+    def markdown(self) -> str:
+        s, p = self.summary, self.paper
+
+        def cell(st: dict | None, metric: str) -> str:
+            return "-" if not st else f"{st[metric]['mean']:.2f} +- {st[metric]['std']:.2f}"
+
+        def method(trainer: str, omega) -> str:
+            return trainer if omega is None else f"{trainer} (omega {_fmt_omega(omega)})"
+
+        lines = [f"# SynthShapes in the paper's regime ({p.mode})", "",
+                 "PromptKD's optimisation (SGD lr 0.005, momentum 0.9, weight decay 5e-4, batch 8, 20 epochs, warm-up "
+                 "then cosine) on tiny CLIPs in a synthetic 32x32 world: what the methods do in this toy setting, "
+                 "not real-CLIP accuracies. Best-on-base checkpoint; mean +- population std over seeds "
+                 f"{', '.join(map(str, p.seeds))}.", ""]
+        if s.get("zero_shot"):
+            lines += ["| zero-shot CLIP | Base | New | HM |", "|---|---|---|---|"]
+            lines += [f"| {k} | {v['base']:.2f} | {v['new']:.2f} | {v['hm']:.2f} |" for k, v in s["zero_shot"].items()]
+            lines.append("")
+        lines += ["| dataset | shots | method | Base | New | HM | seeds |", "|---|---|---|---|---|---|---|"]
+        for row in s.get("table", []):
+            st = row["best"]
+            lines.append(f"| {row['dataset']} | {row['shots']} | {method(row['trainer'], row['omega'])} | "
+                         f"{cell(st, 'base')} | {cell(st, 'new')} | {cell(st, 'hm')} | {st['hm']['n'] if st else 0} |")
+        lines += ["", "Paired difference RSM minus host, same seed (mean +- std over seeds; [min, max]):", "",
+                  "| dataset | shots | RSM - host | HM | Base | New | per-seed HM |", "|---|---|---|---|---|---|---|"]
+        for row in s.get("paired", []):
+            d = row["best"]
+            if not d:
+                continue
+            lines.append(f"| {row['dataset']} | {row['shots']} | {row['rsm']} - {row['host']} | "
+                         f"{d['hm']['mean']:+.2f} +- {d['hm']['std']:.2f} [{d['hm']['min']:+.2f}, {d['hm']['max']:+.2f}] | "
+                         f"{d['base']['mean']:+.2f} | {d['new']['mean']:+.2f} | "
+                         f"{', '.join(f'{v:+.2f}' for v in d['hm']['values'])} |")
+        lines += ["", f"Omega sweep, PromptKD_RSM on {DATASET_NAMES[p.shots_variant]}, {p.main_shots} shots (omega 0 = "
+                  "PromptKD):", "", "| omega | HM | Base | New | HM minus PromptKD (paired) |", "|---|---|---|---|---|"]
+        for row in s.get("sweep", []):
+            st, d = row["best"], row["paired_vs_PromptKD"]
+            diff = "-" if not d else f"{d['hm']['mean']:+.2f} +- {d['hm']['std']:.2f}"
+            lines.append(f"| {_fmt_omega(row['omega'])} | {cell(st, 'hm')} | {cell(st, 'base')} | {cell(st, 'new')} | {diff} |")
+        runs = s.get("entropy", {}).get("runs", {})
+        if runs:
+            lines += ["", "H(M) during training (first -> min -> last; collapse = below 10% of its first value):", ""]
+            for omega, entries in runs.items():
+                for r in entries:
+                    when = r["first_iter_below_10pct"] or "never"
+                    lines.append(f"- omega {omega}, seed {r['seed']}: {r['first_H']:.3f} -> {r['min_H']:.3f} -> "
+                                 f"{r['last_H']:.3f} (last max p {r['last_max_p']:.3f}); collapse at iteration {when}")
+        analysis = self.output / "analysis" / "analysis.json"
+        if analysis.is_file():
+            lines += ["", f"Separability of PromptKD vs PromptKD_RSM ({p.main_shots} shots, seed {p.analysis_seed}): "
+                      "analysis/analysis.json, t-SNE analysis/tsne.png, F-score maps analysis/fscore.png."]
+        files = [f for f in ("shots.png", "entropy_curves.png", "entropy_curves.csv") if (self.output / f).is_file()]
+        if files:
+            lines += ["", "Plots: " + ", ".join(files)]
+        for note in s.get("notes", []):
+            lines += ["", f"Note: {note}"]
+        if s.get("timings"):
+            lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["timings"].items())]
+        return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="SynthShapes in the AME paper's training regime (Sec. 4.1).")
+    parser.add_argument("--mode", choices=sorted(PAPER_PLANS), default="paper", help="paper | paper-quick")
+    parser.add_argument("--cache", default=None, help="cache folder (default $AME_CACHE or ~/.cache/ame/synthshapes)")
+    parser.add_argument("--output", default=None, help="where runs and the summary go (default output/synthshapes/<mode>)")
+    parser.add_argument("--workers", type=int, default=2, help="commands run at once (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per command (default 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="student seeds (override the mode's)")
+    args = parser.parse_args(argv)
+    plan = PAPER_PLANS[args.mode]
+    if args.seeds:
+        plan = replace(plan, seeds=tuple(args.seeds), analysis_seed=args.seeds[0])
+    output = Path(args.output) if args.output else REPO_ROOT / "output" / "synthshapes" / args.mode
+    return PaperBenchmark(plan, cache_dir(args.cache), output.resolve(), workers=args.workers, threads=args.threads).run()
+
+
+if __name__ == "__main__":
+    main()

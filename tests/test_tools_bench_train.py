@@ -1,0 +1,40 @@
+"""tools/bench_train.py's --real-sizes and --matrix reports, run with the tests' tiny towers on the CPU."""
+from __future__ import annotations
+
+import json
+
+from tools import bench_train
+
+
+def test_real_sizes_reports_step_epoch_and_peak_memory_per_trainer(tmp_path, capsys):
+    out = tmp_path / "real.json"
+    code = bench_train.main(["--device", "cpu", "--tiny", "--real-sizes", "--classes", "4", "--batch", "2",
+                             "--steps", "1", "--warmup", "0", "--json", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"PromptKD", "PromptKD_RSM"}
+    for r in results.values():
+        # 4 classes x 1 training image = 4 images: two batches of 2 go through the real loader
+        assert r["epoch_batches"] == 2
+        assert r["epoch_s"] > 0 and r["step_s"] > 0 and r["peak_mem_mb"] > 0
+    assert "epoch with data loading" in capsys.readouterr().out
+
+
+def test_matrix_reports_flops_and_rsm_overhead(tmp_path):
+    result = bench_train.run_matrix("cpu", "tiny", classes=4, batches=(2, 4), precs=("fp32",), steps=1, warmup=0)
+    rows = result["rows"]
+    assert [(r["trainer"], r["batch"]) for r in rows] == [("PromptKD", 2), ("PromptKD_RSM", 2),
+                                                         ("PromptKD", 4), ("PromptKD_RSM", 4)]
+    assert rows[2]["flops_per_step"] == 2 * rows[0]["flops_per_step"]
+    assert all(r["fraction_of_bf16_peak"] is None for r in rows)  # no known peak on a CPU
+    assert set(result["rsm_overhead_pct"]) == {"fp32_batch2", "fp32_batch4"}
+    assert "GFLOP/step" in bench_train.format_matrix(result)
+
+
+def test_teacher_cache_sweep_reports_both_timings_and_disk_size():
+    r = bench_train.run_teacher_cache_sweep(omegas=(0.0, 50.0), epochs=1, train_per_class=2, classes=4)
+    assert r["runs"] == 2 and r["train_images"] == 8
+    assert r["sweep_plain_s"] > 0 and r["sweep_cached_s"] > 0 and r["cache_fill_s"] > 0
+    # float16 features of the tiny teacher (48 values) plus the filled flag
+    assert r["bytes_per_image_epoch"] >= 48 * 2
+    assert "bytes per image-epoch" in bench_train.format_sweep(r)
