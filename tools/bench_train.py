@@ -349,7 +349,9 @@ def _epoch_worker(spec: Dict[str, object], results) -> None:
         out["peak_mem_mb"] = peak_memory_mb(device)
         results.put((out, None))
     except BaseException as exc:  # noqa: BLE001  (reported by the parent)
-        results.put((None, f"{type(exc).__name__}: {exc}"))
+        import traceback
+
+        results.put((None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"))
 
 
 def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, batch: int = 8, steps: int = 3,
