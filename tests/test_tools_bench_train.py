@@ -38,3 +38,10 @@ def test_teacher_cache_sweep_reports_both_timings_and_disk_size():
     # float16 features of the tiny teacher (48 values) plus the filled flag
     assert r["bytes_per_image_epoch"] >= 48 * 2
     assert "bytes per image-epoch" in bench_train.format_sweep(r)
+
+
+def test_size_choice():
+    assert bench_train.pick_sizes(False) is bench_train.REAL
+    assert bench_train.pick_sizes(True) is bench_train.SMALL
+    assert bench_train.pick_sizes("tiny") is bench_train.TINY
+    assert bench_train.REAL["teacher"]["vision_width"] == 1024 and bench_train.REAL["student"]["vision_patch_size"] == 16

@@ -66,7 +66,7 @@ TINY = {"student": PRESETS["tiny"], "teacher": PRESETS["tiny-large"]}  # for the
 
 def pick_sizes(small) -> Dict[str, dict]:
     """``small`` is False (real sizes), True (CPU-sized towers) or "tiny" (the tests' towers)."""
-    return TINY if small == "tiny" else pick_sizes(small)
+    return TINY if small == "tiny" else SMALL if small else REAL
 
 
 def sizes_label(small) -> str:
