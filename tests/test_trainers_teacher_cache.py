@@ -204,6 +204,18 @@ def test_disk_cache_of_another_key_or_missing_is_refused(world, tmp_path):
     assert _fill(world, tmp_path, cache, "fp32", extra=["INPUT.INTERPOLATION", "bilinear"]) == 2
 
 
+def test_disk_cache_of_a_deterministic_transform_is_one_file_for_every_epoch(world, tmp_path,
+                                                                              count_teacher_forwards):
+    cache = tmp_path / "det"
+    det = ["INPUT.TRANSFORMS", "['normalize']", "DATALOADER.SEEDED_AUGMENTATION", "False"]
+    assert _fill(world, tmp_path, cache, "fp32", extra=det) == 0
+    assert sorted(p.name for p in cache.iterdir()) == ["epoch_all.pt", "teacher_cache.json"]
+    count_teacher_forwards.clear()
+    trainer, _, _ = _disk_run(world, tmp_path / "det_run", cache,
+                              extra=["INPUT.TRANSFORMS", ["normalize"], "DATALOADER.SEEDED_AUGMENTATION", False])
+    assert count_teacher_forwards == [] and trainer.teacher_disk.read == 2 * len(trainer.train_loader_x) * 4
+
+
 def test_disk_cache_with_random_unseeded_transforms_is_refused(world, tmp_path):
     with pytest.raises(UserError, match="needs DATALOADER.SEEDED_AUGMENTATION True"):
         _disk_run(world, tmp_path / "r", tmp_path / "c", extra=["DATALOADER.SEEDED_AUGMENTATION", False])

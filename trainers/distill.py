@@ -7,7 +7,9 @@ What every distillation trainer does here:
 - the teacher (``trainers.teacher``), whose class text features are computed once and reused for
   every training and test batch; the teacher's image tower runs only in training (no grad, eval mode),
   and with ``TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES`` only once per training image and process
-  (``trainers.teacher_cache``; deterministic training transforms only);
+  (``trainers.teacher_cache``; deterministic training transforms only), and with
+  ``TRAINER.PROMPTKD.TEACHER_CACHE_DIR`` not at all where ``tools/cache_teacher.py`` stored the features
+  of every training view (seeded augmentation); its text encoder is freed once the class features exist;
 - the student from ``build_student`` (subclass hook), with the RSM projections attached at
   ``student.rsm`` when the trainer uses RSM (``USES_RSM``), frozen by PromptKD's rule (names with
   ``VPT``, plus ``rsm.*``) and registered as ``VLPromptLearner`` (PromptKD's checkpoint folder and keys);
