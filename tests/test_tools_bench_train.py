@@ -21,6 +21,10 @@ def test_real_sizes_reports_step_epoch_and_peak_memory_per_trainer(tmp_path, cap
 
 
 def test_matrix_reports_flops_and_rsm_overhead(tmp_path):
+    import clip
+    import trainers.teacher as teacher_mod
+
+    loaders = clip.load_state_dict, teacher_mod.read_teacher_state_dict
     result = bench_train.run_matrix("cpu", "tiny", classes=4, batches=(2, 4), precs=("fp32",), steps=1, warmup=0)
     rows = result["rows"]
     assert [(r["trainer"], r["batch"]) for r in rows] == [("PromptKD", 2), ("PromptKD_RSM", 2),
@@ -29,6 +33,8 @@ def test_matrix_reports_flops_and_rsm_overhead(tmp_path):
     assert all(r["fraction_of_bf16_peak"] is None for r in rows)  # no known peak on a CPU
     assert set(result["rsm_overhead_pct"]) == {"fp32_batch2", "fp32_batch4"}
     assert "GFLOP/step" in bench_train.format_matrix(result)
+    # the random-weight loaders were served for the benchmark only
+    assert (clip.load_state_dict, teacher_mod.read_teacher_state_dict) == loaders
 
 
 def test_teacher_cache_sweep_reports_both_timings_and_disk_size():

@@ -37,6 +37,7 @@ on a known GPU, the fraction of its dense bf16 peak. ``--tiny`` uses the tests' 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -44,7 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -96,8 +97,21 @@ def install_random_weights(sizes: Dict[str, dict], classnames) -> Dict[str, dict
     return states
 
 
+@contextlib.contextmanager
+def served_random_weights(sizes: Dict[str, dict], classnames) -> Iterator[Dict[str, dict]]:
+    """`install_random_weights` for the duration of a block; the real loaders are restored after it (the
+    tests call the benchmark in their own process)."""
+    import trainers.teacher as teacher_mod
+
+    saved = clip.load_state_dict, teacher_mod.read_teacher_state_dict
+    try:
+        yield install_random_weights(sizes, classnames)
+    finally:
+        clip.load_state_dict, teacher_mod.read_teacher_state_dict = saved
+
+
 def build_trainer(name: str, root: str, work: str, sizes: Dict[str, dict], device: str, prec: str,
-                  batch: int, keep_text_tower: bool = False):
+                  batch: int, keep_text_tower: bool = False, weights=("bench-student", "bench-teacher")):
     from dassl.config import get_cfg_default
     from dassl.engine import build_trainer as dassl_build
     from trainers.config import extend_cfg
@@ -113,8 +127,8 @@ def build_trainer(name: str, root: str, work: str, sizes: Dict[str, dict], devic
         "DATASET.NAME", "Caltech101", "DATASET.ROOT", root, "DATASET.NUM_SHOTS", 0,
         "TRAINER.NAME", name, "TRAINER.MODAL", "base2novel", "OUTPUT_DIR", os.path.join(work, name),
         "INPUT.SIZE", (res, res), "DATALOADER.NUM_WORKERS", 0, "DATALOADER.TRAIN_X.BATCH_SIZE", batch,
-        "USE_CUDA", device == "cuda", "MODEL.BACKBONE.WEIGHTS", "bench-student",
-        "TRAINER.PROMPTKD.TEACHER_WEIGHTS", "bench-teacher", "TRAINER.PROMPTKD.TEACHER_ROOT",
+        "USE_CUDA", device == "cuda", "MODEL.BACKBONE.WEIGHTS", weights[0],
+        "TRAINER.PROMPTKD.TEACHER_WEIGHTS", weights[1], "TRAINER.PROMPTKD.TEACHER_ROOT",
         os.path.join(work, "teacher_model"), "TRAINER.PROMPTKD.PREC", prec,
         "TRAINER.PROMPTKD.PROMPT_DEPTH_VISION", depth, "TRAINER.PROMPTKD.PROMPT_DEPTH_TEXT", depth,
         "TRAINER.PROMPTKD.KD_WEIGHT", 1000.0,
@@ -244,7 +258,7 @@ def run(device: str = "cuda", small: bool = False, classes: int = 100, batch: in
     sizes = pick_sizes(small)
     prec = prec or ("fp16" if device == "cuda" else "fp32")
     results: Dict[str, Dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench_train_") as work:
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench_train_") as work:
         root = os.path.join(work, "data")
         make_fake_dataset("Caltech101", root, num_classes=classes, train_per_class=1, val_per_class=1,
                           test_per_class=1, image_size=16)
@@ -252,7 +266,7 @@ def run(device: str = "cuda", small: bool = False, classes: int = 100, batch: in
         ckpt.parent.mkdir(parents=True)
         ckpt.write_bytes(b"")  # placeholder: the state dict is served from memory
         classnames = [f"class {i}" for i in range(classes)]
-        install_random_weights(sizes, classnames)
+        stack.enter_context(served_random_weights(sizes, classnames))
         for name in TRAINERS:
             trainer = build_trainer(name, root, work, sizes, device, prec, batch, keep_text_tower=(name == "PromptKD"))
             results[name] = bench_one(trainer, device, batch, steps, warmup, extra=(name == "PromptKD"))
@@ -289,9 +303,9 @@ def run_matrix(device: str = "cuda", small: bool = False, classes: int = 100, ba
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     peak = peak_tflops if peak_tflops is not None else (dense_bf16_peak_tflops(name) if device == "cuda" else None)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_matrix_") as work:
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench_matrix_") as work:
         root = _fake_world(work, classes)
-        install_random_weights(sizes, [f"class {i}" for i in range(classes)])
+        stack.enter_context(served_random_weights(sizes, [f"class {i}" for i in range(classes)]))
         for prec in precs:
             for batch in batches:
                 for trainer_name in trainers:
@@ -335,9 +349,13 @@ def _epoch_worker(spec: Dict[str, object], results) -> None:
     try:
         sizes = pick_sizes(spec["small"])
         device, batch, classes = str(spec["device"]), int(spec["batch"]), int(spec["classes"])
-        install_random_weights(sizes, [f"class {i}" for i in range(classes)])
+        if spec["weights"] is None:
+            install_random_weights(sizes, [f"class {i}" for i in range(classes)])
+            weights = ("bench-student", "bench-teacher")
+        else:
+            weights = tuple(spec["weights"])
         trainer = build_trainer(str(spec["trainer"]), str(spec["root"]), str(spec["work"]), sizes, device,
-                                str(spec["prec"]), batch)
+                                str(spec["prec"]), batch, weights=weights)
         out = bench_one(trainer, device, batch, int(spec["steps"]), int(spec["warmup"]), extra=False)
         trainer.epoch = 0
         _sync(device)
@@ -358,7 +376,11 @@ def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, 
                    warmup: int = 1, prec: Optional[str] = None, train_per_class: int = 1,
                    trainers=("PromptKD", "PromptKD_RSM")) -> Dict[str, Dict[str, float]]:
     """Per trainer, in a fresh process each (so peak memory is that trainer's alone): the step time, one
-    epoch over a fake dataset through the real data loader, and the process's peak memory."""
+    epoch over a fake dataset through the real data loader, and the process's peak memory.
+
+    Real and tiny sizes read random weights from files, as train.py does (student and teacher CLIP
+    weights, a PromptSRC-format teacher checkpoint with its zero-shot tower copy), written once here, so
+    the peak memory is a run's own; small sizes are served from memory."""
     import multiprocessing
 
     prec = prec or ("fp16" if device == "cuda" else "fp32")
@@ -366,10 +388,17 @@ def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, 
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bench_real_") as work:
         root = _fake_world(work, classes, train_per_class)
+        weights = None
+        if small in (False, "tiny"):
+            from tools.make_tiny_weights import make_tiny_weights
+
+            presets = ("tiny", "tiny-large") if small == "tiny" else ("ViT-B/16", "ViT-L/14")
+            files = make_tiny_weights(work, "Caltech101", [f"class {i}" for i in range(classes)], *presets)
+            weights = (str(files["student"]), str(files["teacher"]))
         for name in trainers:
             queue = context.Queue()
             spec = {"root": root, "work": work, "small": small, "classes": classes, "device": device, "prec": prec,
-                    "batch": batch, "steps": steps, "warmup": warmup, "trainer": name}
+                    "batch": batch, "steps": steps, "warmup": warmup, "trainer": name, "weights": weights}
             worker = context.Process(target=_epoch_worker, args=(spec, queue))
             worker.start()
             out, error = queue.get()

@@ -31,6 +31,17 @@ from dassl.utils import UserError  # noqa: E402
 from trainers import teacher_cache  # noqa: E402
 
 
+def _epoch_batches(trainer, epoch: int, every_image: bool):
+    """The training batches of ``epoch`` as the run will see them; with ``every_image`` (a deterministic
+    transform, whose one file serves runs with any order) every training image once, in order."""
+    if not every_image:
+        trainer.set_loader_epoch(epoch)
+        return trainer.train_loader_x
+    loader = trainer.train_loader_x
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size or 64, shuffle=False,
+                                       drop_last=False, num_workers=loader.num_workers)
+
+
 def fill_cache(trainer, folder: str, epochs: int, dtype: torch.dtype) -> Dict[str, float]:
     """Run ``trainer``'s teacher over its training loader for ``epochs`` epochs and write the epoch files."""
     files = teacher_cache.TeacherFeatureFiles(folder, trainer.teacher_disk_key())
@@ -45,9 +56,8 @@ def fill_cache(trainer, folder: str, epochs: int, dtype: torch.dtype) -> Dict[st
         if stored is not None and bool(stored["filled"].all()):
             continue
         features, filled, teacher_dtype = None, torch.zeros(n, dtype=torch.bool), torch.float32
-        trainer.set_loader_epoch(epoch)
         with torch.no_grad():
-            for batch in trainer.train_loader_x:
+            for batch in _epoch_batches(trainer, epoch, every_image=label == teacher_cache.ALL_EPOCHS):
                 image = batch["img"].to(trainer.device)
                 with trainer.precision.autocast():
                     rows = trainer.teacher.image_features(image)
