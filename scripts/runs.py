@@ -34,8 +34,6 @@ from dassl.run_files import RESULTS_FILENAME, ZEROSHOT_PART_FILENAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
-RESULTS_FILE = RESULTS_FILENAME             # a run folder holding it is finished
-ZEROSHOT_PART_FILE = ZEROSHOT_PART_FILENAME  # one evaluated zero-shot part
 
 
 class ScriptError(Exception):
@@ -523,7 +521,7 @@ def _check(protocol: Protocol, dataset: str, seed: str | None, settings: Setting
 
 
 def _skip_message(folder: str) -> str:
-    return f"Skipping: results already exist at {folder}/{RESULTS_FILE} (delete that folder to rerun)"
+    return f"Skipping: results already exist at {folder}/{RESULTS_FILENAME} (delete that folder to rerun)"
 
 
 def check_finished_run(folder: str, argv: tuple[str, ...]) -> None:
@@ -540,7 +538,7 @@ def check_finished_run(folder: str, argv: tuple[str, ...]) -> None:
     from trainers.config import default_config
 
     wanted = train.setup_cfg(train.build_parser().parse_args(list(argv)))
-    with open(Path(folder, RESULTS_FILE), encoding="utf-8") as stream:
+    with open(Path(folder, RESULTS_FILENAME), encoding="utf-8") as stream:
         saved_hash = json.load(stream).get("config_hash")
     if saved_hash == config_hash(wanted):
         return
@@ -570,7 +568,7 @@ def _training(name: str, dataset: str, seed: str, settings: Settings) -> RunSpec
     if call.protocol.kd_weight is not None:
         kd_weight = settings.kd_weight or call.protocol.kd_weight(dataset)
     argv = call.argv(folder, kd_weight=kd_weight, extra=extra)
-    if Path(folder, RESULTS_FILE).is_file():
+    if Path(folder, RESULTS_FILENAME).is_file():
         check_finished_run(folder, argv)
         return RunSpec(name, dataset, Path(folder), notes=(_skip_message(folder),))
     check_data(settings.data, dataset)
@@ -652,9 +650,9 @@ def _transfer_test(name: str, dataset: str, seed: str, settings: Settings, targe
         raise ScriptError(f"{name}.sh evaluates on one of: {' '.join(targets)} (got '{dataset}')")
     model_dir = _model_dir("fewshot_train", call, "imagenet", seed)
     folder = call.folder()
-    if Path(folder, RESULTS_FILE).is_file() and not settings.overwrite:
+    if Path(folder, RESULTS_FILENAME).is_file() and not settings.overwrite:
         return RunSpec(name, dataset, Path(folder), notes=(
-            f"Skipping: {folder}/{RESULTS_FILE} exists (set OVERWRITE=1 to evaluate again)",))
+            f"Skipping: {folder}/{RESULTS_FILENAME} exists (set OVERWRITE=1 to evaluate again)",))
     check_data(settings.data, dataset)
     argv = call.argv(folder, _eval_flags(model_dir, settings, INDUCTIVE), extra=extra_opts(settings))
     return RunSpec(name, dataset, Path(folder), runs=(call.run(folder, argv, model_dir=model_dir),))
@@ -761,14 +759,14 @@ def zeroshot(dataset: str, cfg: str = "vit_b16", settings: Settings = Settings()
     if settings.mode not in ZEROSHOT_PARTS:
         raise ScriptError(f"MODE must be base2new or all, got '{settings.mode}'")
     root = call.folder()
-    if Path(root, RESULTS_FILE).is_file():
+    if Path(root, RESULTS_FILENAME).is_file():
         return RunSpec("zeroshot", dataset, Path(root), notes=(_skip_message(root),))
     check_data(settings.data, dataset)
     extra = extra_opts(settings)
     runs, notes = [], []
     for part in ZEROSHOT_PARTS[settings.mode]:
         folder = f"{root}/{part}"
-        if Path(folder, ZEROSHOT_PART_FILE).is_file():
+        if Path(folder, ZEROSHOT_PART_FILENAME).is_file():
             notes.append(f"Zero-shot CLIP ({call.cfg}) on {dataset}, {part} classes: already evaluated in {folder}")
             continue
         argv = call.argv(folder, ("--eval-only",), ("DATASET.SUBSAMPLE_CLASSES", part), extra=extra)

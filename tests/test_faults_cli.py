@@ -18,31 +18,13 @@ import torch
 
 import toy_engine  # noqa: F401  (registers ToyFolder and ToyLinearProbe)
 from dassl.utils.torchtools import load_checkpoint
-from toy_engine import ToyLinearProbe, make_image_folder
+from toy_engine import ToyLinearProbe, make_image_folder, toy_yaml
 
 train = pytest.importorskip("train")
 
 torch.set_num_threads(1)
 
-TOY_YAML = """\
-INPUT:
-  SIZE: (8, 8)
-  TRANSFORMS: ["normalize"]
-DATALOADER:
-  NUM_WORKERS: 0
-  TRAIN_X:
-    BATCH_SIZE: 4
-  TEST:
-    BATCH_SIZE: 4
-OPTIM:
-  NAME: "sgd"
-  LR: 0.05
-  MAX_EPOCH: 2
-TRAIN:
-  PRINT_FREQ: 2
-TEST:
-  FINAL_MODEL: "best_val"
-"""
+TOY_YAML = toy_yaml(2)
 
 
 @pytest.fixture

@@ -20,37 +20,14 @@ import torch
 
 import toy_engine  # noqa: F401  (registers ToyFolder and ToyLinearProbe)
 from dassl.utils.torchtools import load_checkpoint
-from toy_engine import ToyLinearProbe, make_image_folder
+from toy_engine import ToyLinearProbe, make_image_folder, toy_yaml
 
 train = pytest.importorskip("train")
 
 torch.set_num_threads(1)
 
 KILLED = 137  # exit status of the forked child when it "is killed"
-TWO_EPOCHS_YAML = """\
-INPUT:
-  SIZE: (8, 8)
-  INTERPOLATION: "bicubic"
-  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]
-DATALOADER:
-  NUM_WORKERS: 0
-  TRAIN_X:
-    BATCH_SIZE: 4
-  TEST:
-    BATCH_SIZE: 4
-OPTIM:
-  NAME: "sgd"
-  LR: 0.05
-  MAX_EPOCH: 2
-  LR_SCHEDULER: "cosine"
-  WARMUP_EPOCH: 1
-  WARMUP_TYPE: "constant"
-  WARMUP_CONS_LR: 1e-5
-TRAIN:
-  PRINT_FREQ: 2
-TEST:
-  FINAL_MODEL: "best_val"
-"""
+TWO_EPOCHS_YAML = toy_yaml(2, promptkd_style=True)
 
 
 @pytest.fixture(scope="module")

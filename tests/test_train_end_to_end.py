@@ -9,36 +9,13 @@ import torch
 import toy_engine  # noqa: F401  (registers ToyFolder and ToyLinearProbe)
 from dassl.utils import close_logger
 from dassl.utils.torchtools import load_checkpoint
-from toy_engine import SimulatedKill, ToyLinearProbe, make_image_folder
+from toy_engine import SimulatedKill, ToyLinearProbe, make_image_folder, toy_yaml
 
 train_py = pytest.importorskip("train")
 
 torch.set_num_threads(1)
 
-TOY_YAML = """\
-INPUT:
-  SIZE: (8, 8)
-  INTERPOLATION: "bicubic"
-  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]
-DATALOADER:
-  NUM_WORKERS: 0
-  TRAIN_X:
-    BATCH_SIZE: 4
-  TEST:
-    BATCH_SIZE: 4
-OPTIM:
-  NAME: "sgd"
-  LR: 0.05
-  MAX_EPOCH: 3
-  LR_SCHEDULER: "cosine"
-  WARMUP_EPOCH: 1
-  WARMUP_TYPE: "constant"
-  WARMUP_CONS_LR: 1e-5
-TRAIN:
-  PRINT_FREQ: 2
-TEST:
-  FINAL_MODEL: "best_val"
-"""
+TOY_YAML = toy_yaml(3, promptkd_style=True)
 
 RESULT_BLOCK = re.compile(
     r"=> result\n\* total: 6\n\* correct: \d\n\* accuracy: \d+\.\d%\n\* error: \d+\.\d%\n\* macro_f1: \d+\.\d%\n")

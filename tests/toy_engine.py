@@ -21,10 +21,27 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.run_files import RESULTS_FILENAME
 from dassl.utils import write_json
 
 CLASSNAMES = ["red", "green", "blue"]
-RESULTS_FILE = "results.json"
+
+
+def toy_yaml(max_epoch: int, promptkd_style: bool = False) -> str:
+    """A method YAML for the toy trainer: SGD, batch 4, best-on-val selection, ``max_epoch`` epochs.
+
+    ``promptkd_style`` adds what PromptKD's configs have: random crop / flip (bicubic) and a constant warm-up
+    epoch before a cosine schedule; otherwise the transform is deterministic and the learning rate fixed.
+    """
+    if promptkd_style:
+        inputs = '  INTERPOLATION: "bicubic"\n  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]\n'
+        schedule = '  LR_SCHEDULER: "cosine"\n  WARMUP_EPOCH: 1\n  WARMUP_TYPE: "constant"\n  WARMUP_CONS_LR: 1e-5\n'
+    else:
+        inputs, schedule = '  TRANSFORMS: ["normalize"]\n', ""
+    return (f"INPUT:\n  SIZE: (8, 8)\n{inputs}"
+            "DATALOADER:\n  NUM_WORKERS: 0\n  TRAIN_X:\n    BATCH_SIZE: 4\n  TEST:\n    BATCH_SIZE: 4\n"
+            f'OPTIM:\n  NAME: "sgd"\n  LR: 0.05\n  MAX_EPOCH: {max_epoch}\n{schedule}'
+            'TRAIN:\n  PRINT_FREQ: 2\nTEST:\n  FINAL_MODEL: "best_val"\n')
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 50, 230)]
 
 
@@ -119,7 +136,7 @@ class ToyLinearProbe(TrainerX):
         if self.final_test is not None:
             write_json({"best_val": float(self.best_result), "final_test": self.final_test,
                         "val_by_epoch": {str(e): a for e, a in sorted(self.val_by_epoch.items())}},
-                       osp.join(self.output_dir, RESULTS_FILE))
+                       osp.join(self.output_dir, RESULTS_FILENAME))
 
     def save_resume_point(self):
         super().save_resume_point()

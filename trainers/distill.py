@@ -38,7 +38,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, load_pretrained_weights
 from datasets.protocols import DISTILL_PROTOCOLS
 from trainers import teacher_cache
-from trainers.backbone import check_input_size, freeze, load_backbone
+from trainers.backbone import check_input_size, freeze
 from trainers.config import cache_teacher_features, promptkd_kd_weight, read_precision
 from trainers.losses import kd_loss
 from trainers.promptsrc_model import CHECKPOINT_MODEL_NAME
@@ -74,11 +74,6 @@ def class_vectors_for_split(text_features: torch.Tensor, protocol: str, split: s
         n_base = num_base_classes(text_features.shape[0])
         return text_features[:n_base] if split == "val" else text_features[n_base:]
     return text_features
-
-
-def load_student_clip(cfg, design_details: Optional[dict]) -> nn.Module:
-    """The student CLIP (``MODEL.BACKBONE.*``), built with ``design_details`` (None: no prompts)."""
-    return load_backbone(cfg, design_details)
 
 
 class DistillTrainer(TrainerX):

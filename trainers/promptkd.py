@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dassl.engine import TRAINER_REGISTRY
-from trainers.distill import DistillTrainer, load_student_clip
+from trainers.backbone import load_backbone
+from trainers.distill import DistillTrainer
 from trainers.promptsrc_model import ivlp_design_details
 
 
@@ -77,5 +78,5 @@ class PromptKD(DistillTrainer):
         kd_cfg = cfg.TRAINER.PROMPTKD
         # The student's text tower is never used: build it without text prompts (language depth 0).
         design = ivlp_design_details(kd_cfg.N_CTX_VISION, kd_cfg.N_CTX_TEXT, kd_cfg.PROMPT_DEPTH_VISION, 0)
-        clip_model = load_student_clip(cfg, design)
+        clip_model = load_backbone(cfg, design)
         return DistillStudent(clip_model, teacher_dim)

@@ -7,8 +7,8 @@ Checkpoints use PromptKD's layout (``VLPromptLearner/``), so the same scripts an
 from torch import nn
 
 from dassl.engine import TRAINER_REGISTRY
-from trainers.backbone import NO_PROMPTS
-from trainers.distill import DistillTrainer, load_student_clip
+from trainers.backbone import NO_PROMPTS, load_backbone
+from trainers.distill import DistillTrainer
 from trainers.promptkd import DistillStudent
 
 
@@ -17,5 +17,5 @@ class Simple(DistillTrainer):
     """Frozen, prompt-free CLIP image tower + learnable projector, KD loss only."""
 
     def build_student(self, cfg, teacher_dim: int) -> nn.Module:
-        clip_model = load_student_clip(cfg, NO_PROMPTS)
+        clip_model = load_backbone(cfg, NO_PROMPTS)
         return DistillStudent(clip_model, teacher_dim)
