@@ -193,13 +193,15 @@ class Protocol:
     script: str = ""                     # the script whose row it is for its family ("": `name`)
     trains: bool = False                 # a training run: NPROC applies
     shots_list: tuple[str, ...] = ("16",)   # scripts/run_all.sh's default SHOTS_LIST
+    # (dataset, SHOTS values, CFG): the CFG a run of that dataset and shots gets when CFG is unset
+    presets: tuple[tuple[str, tuple[str, ...], str], ...] = ()
 
     def folder(self, settings: Settings, dataset: str, seed: str | None = None, *, trainer: str | None = None,
                cfg: str | None = None, part: str = "") -> str:
         """The run folder (OUTPUT_ROOT joined with the layout; no checks), as the scripts print it."""
         trainer = trainer or self.default_trainer(settings)
         fields = {"dataset": dataset, "shots": settings.shots, "trainer": trainer,
-                  "cfg": cfg or self.default_cfg(settings, trainer), "tag": run_tag(settings),
+                  "cfg": cfg or self.default_cfg(settings, trainer, dataset), "tag": run_tag(settings),
                   "seed": seed, "part": part}
         return f"{settings.output_root}/{self.layout.format(**fields)}"
 
@@ -207,10 +209,17 @@ class Protocol:
         """TRAINER from the settings, or this protocol's (always, for a protocol with a fixed trainer)."""
         return self.trainer if self.fixed_trainer else (settings.trainer or self.trainer)
 
-    def default_cfg(self, settings: Settings, trainer: str) -> str:
-        """CFG from the settings, else this row's, else the trainer's default for this script."""
+    def default_cfg(self, settings: Settings, trainer: str, dataset: str = "") -> str:
+        """CFG from the settings, else this row's preset for the dataset and SHOTS (when the trainer has that
+        config file), else this row's, else the trainer's default for this script."""
+        if settings.cfg:
+            return settings.cfg
+        for preset_dataset, shots, cfg in self.presets:
+            config_dir = CONFIGS / "trainers" / (self.config_dir or trainer)
+            if dataset == preset_dataset and settings.shots in shots and (config_dir / f"{cfg}.yaml").is_file():
+                return cfg
         row = TRAINERS.get(trainer)
-        return settings.cfg or self.cfg or (row.default_cfg(self.script_name) if row else "")
+        return self.cfg or (row.default_cfg(self.script_name) if row else "")
 
     @property
     def script_name(self) -> str:
@@ -222,13 +231,17 @@ class Protocol:
 
 
 _FOLDER = "{dataset}/shots_{shots}/{trainer}/{cfg}{tag}/seed{seed}"
+# The AME paper's full-shot ImageNet setting (all training images, 2 epochs, batch 8 as PromptKD): the CFG a
+# distillation run of ImageNet with SHOTS full gets by default (the batch-128 preset is chosen with CFG).
+IMAGENET_FULL_SHOT_CFG = "vit_b16_imagenet_fullshot_ep2_batch8"
 _TEACHER = ("Train teacher: PromptSRC {cfg} on {dataset} ({subsample} classes, {shots} shots), seed {seed} "
             "-> {output_dir}")
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("base2new_train", f"base2new/train_base/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx",
              "Run: {trainer} on {dataset}, seed {seed}, shots {shots}, KD_WEIGHT {kd_weight} -> {output_dir}",
              opts=("TRAINER.MODAL", "base2novel", "TRAINER.PROMPTKD.TEMPERATURE", "1.0"),
-             kd_weight=_promptkd_kd_weight, passes_teacher_root=True, datasets=BASE2NEW_DATASETS, trains=True),
+             kd_weight=_promptkd_kd_weight, passes_teacher_root=True, datasets=BASE2NEW_DATASETS, trains=True,
+             presets=(("imagenet", ALL_SHOTS, IMAGENET_FULL_SHOT_CFG),)),
     Protocol("base2new_train_inductive", f"base2new/train_base/{_FOLDER}", "PromptKD_RSM", "",
              "Run: {trainer} on {dataset} (base classes), seed {seed}, shots {shots} -> {output_dir}",
              opts=("DATASET.SUBSAMPLE_CLASSES", "base"), family=INDUCTIVE, script="base2new_train",
@@ -248,7 +261,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              opts=("DATASET.SUBSAMPLE_CLASSES", "all"), family=INDUCTIVE, datasets=DG_TARGETS),
     Protocol("base2new_test", f"base2new/test_{{part}}/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx",
              "Evaluate {part} classes (TEST.SPLIT {split}) of {model_dir} -> {output_dir}",
-             opts=("TRAINER.MODAL", "base2novel"), passes_teacher_root=True),
+             opts=("TRAINER.MODAL", "base2novel"), passes_teacher_root=True,
+             presets=(("imagenet", ALL_SHOTS, IMAGENET_FULL_SHOT_CFG),)),
     Protocol("xd_train", f"xd/train/{_FOLDER}", "PromptKD_RSM", "vit_b16_c2_ep20_batch8_4+4ctx_cross_datasets",
              "Run (cross-dataset): {trainer} on {dataset}, seed {seed}, shots {shots} -> {output_dir}",
              opts=("DATASET.SUBSAMPLE_CLASSES", "all", "TRAINER.MODAL", "cross", "TRAINER.PROMPTKD.TEMPERATURE", "1.0"),
@@ -515,7 +529,7 @@ def _check(protocol: Protocol, dataset: str, seed: str | None, settings: Setting
         processes(settings)
     protocol = protocol_for(protocol.script_name, settings)
     trainer = protocol.default_trainer(settings)
-    cfg = cfg or protocol.default_cfg(settings, trainer)
+    cfg = cfg or protocol.default_cfg(settings, trainer, dataset)
     path = config_file(protocol.config_dir or trainer, cfg, how_to_choose)
     return _Call(protocol, settings, dataset, seed if protocol.takes_seed else None, trainer, cfg, path, shots)
 

@@ -540,3 +540,26 @@ def test_coop_base2new_train_and_test_end_to_end(tmp_path):
     assert evaluated == {"subsample base": pytest.approx(trained["last"]["base"]),
                          "subsample new": pytest.approx(trained["last"]["new"])}
     assert runs.base2new_train("oxford_pets", "1", settings).done
+
+
+def test_full_shot_imagenet_distillation_gets_the_paper_preset(tmp_path):
+    """ImageNet with SHOTS full trains the paper's 2-epoch preset unless CFG is set; other cells keep theirs."""
+    for key in ("imagenet", "dtd"):
+        (tmp_path / runs.DATASET_FOLDERS[key]).mkdir()
+    settings = Settings(data=str(tmp_path), output_root=str(tmp_path / "out"), shots="full", trainer="PromptKD")
+    spec = runs.base2new_train("imagenet", "1", settings)
+    assert spec.output_dir.parent.name == runs.IMAGENET_FULL_SHOT_CFG
+    argv = spec.runs[0].argv
+    assert argv[argv.index("--config-file") + 1].endswith(f"PromptKD/{runs.IMAGENET_FULL_SHOT_CFG}.yaml")
+    assert runs.base2new_train("dtd", "1", settings).output_dir.parent.name == "vit_b16_c2_ep20_batch8_4+4ctx"
+    sixteen = replace(settings, shots="16")
+    assert runs.base2new_train("imagenet", "1", sixteen).output_dir.parent.name == "vit_b16_c2_ep20_batch8_4+4ctx"
+    chosen = replace(settings, cfg="vit_b16_imagenet_fullshot_ep2_batch128")
+    assert runs.base2new_train("imagenet", "1", chosen).output_dir.parent.name == chosen.cfg
+    # Simple has no such preset file: it keeps its default
+    simple = replace(settings, trainer="Simple")
+    assert runs.base2new_train("imagenet", "1", simple).output_dir.parent.name == "vit_b16_c2_ep20_batch8_4+4ctx"
+    # base2new_test finds the preset-trained model by default
+    spec.output_dir.mkdir(parents=True)
+    test = runs.base2new_test("imagenet", "1", settings)
+    assert test.output_dir == spec.output_dir

@@ -73,6 +73,10 @@ _C.DATALOADER.CACHE_IMAGES = False  # keep transformed images in memory (determi
 # for any NUM_WORKERS and number of processes (dassl/data/seeding.py). None: on for a multi-process
 # (torchrun) run, off for one process (the random streams of Dassl/PromptKD); True / False to choose.
 _C.DATALOADER.SEEDED_AUGMENTATION = None
+# Loader options that keep a GPU fed (dassl/data/loader_options.py); None / 0: automatic.
+_C.DATALOADER.PIN_MEMORY = None          # None: on when the run uses CUDA
+_C.DATALOADER.PERSISTENT_WORKERS = None  # None: on with workers and seeded training data
+_C.DATALOADER.PREFETCH_FACTOR = 0        # 0: PyTorch's default (2 batches per worker)
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence, Union
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
@@ -16,6 +15,8 @@ from dassl.utils.distributed import process_rank, world_size
 from dassl.utils.tools import UserError, read_image
 
 from . import image_cache
+from .loader_options import describe as describe_loader_options
+from .loader_options import loader_options
 from .datasets import build_dataset
 from .samplers import SampleKey, SeededSampler, ShardSampler, build_sampler
 from .seeding import resolve_augmentation_seed, sample_seed, seeded_augmentation_enabled, seeded_rng
@@ -62,7 +63,7 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source:
                             n_domain=n_domain, n_ins=n_ins)
     wrapper_cls = dataset_wrapper or DatasetWrapper
     dataset = wrapper_cls(cfg, data_source, transform=tfm, is_train=is_train)
-    common = dict(num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
+    common = loader_options(cfg, seeded=seeded_augmentation_enabled(cfg, num_replicas))
     if is_train and (augmentation_seed is not None or num_replicas > 1):
         if augmentation_seed is None:
             raise UserError(f"training with {num_replicas} processes needs seeded data: leave "
@@ -156,6 +157,7 @@ class DataManager:
 
         if cfg.VERBOSE:
             self.show_dataset_summary(cfg)
+        print(describe_loader_options(loader_options(cfg, seeded)))
         if cfg.DATALOADER.CACHE_IMAGES:
             print(image_cache.summary(cfg.DATALOADER.NUM_WORKERS))
 
