@@ -41,14 +41,20 @@ def test_paper_configs_use_promptkds_own_optimisation_at_synthshapes_input_size(
 def test_paper_plan_holds_the_papers_grid_once_each():
     runs = plan_runs(PAPER_PLANS["paper"])
     assert len(runs) == len(set(runs))
-    cells = {(r.trainer, r.variant, r.shots, r.omega) for r in runs}
+    cells = {(r.trainer, r.variant, r.shots, r.omega) for r in runs if r.rsm_variant is None}
     expected = set()
     for host in ("PromptKD", "Simple"):
         for variant, shots in [("noisy", s) for s in ("4", "16", "30", "full")] + [("textured", "16")]:
             expected |= {(host, variant, shots, None), (RSM_OF[host], variant, shots, 50.0)}
     expected |= {("PromptKD_RSM", "noisy", "16", w) for w in (1.0, 5.0, 10.0, 25.0, 100.0)}
     assert cells == expected
-    assert {r.seed for r in runs} == {1, 2, 3} and len(runs) == 3 * len(expected)
+    variants = [r for r in runs if r.rsm_variant is not None]
+    assert {r.seed for r in runs} == {1, 2, 3} and len(runs) == 3 * len(expected) + len(variants)
+    # The opt-in variants of the term: PromptKD_RSM at omega 50, 16 noisy shots, every seed, own folders.
+    assert {(r.trainer, r.variant, r.shots, r.omega) for r in variants} == {("PromptKD_RSM", "noisy", "16", 50.0)}
+    assert {r.rsm_variant[1] for r in variants} == {"SCORE_TEMPERATURE", "CLASS_ALIGNED"} and len(variants) == 6
+    assert len({r.tag for r in variants} | {"w50"}) == 3
+    assert all(f"TRAINER.RSM.{r.rsm_variant[1]} " in r.extra_opts for r in variants)
     # The main question (16 shots on the noisy data) comes first.
     assert {(r.shots, r.variant) for r in runs[:12]} == {("16", "noisy")}
 
@@ -115,7 +121,12 @@ def test_paper_jobs_are_the_protocols_base2new_runs_with_the_paper_configs(tmp_p
         output_dir = Path(argv[argv.index("--output-dir") + 1])
         assert output_dir == bench.run_dir(run)
         assert f"shots_{run.shots}" in output_dir.parts and output_dir.name == f"seed{run.seed}"
-        assert output_dir.parent.name == PAPER_CFG + (f"_w{run.omega:g}" if run.omega is not None else "")
+        assert output_dir.parent.name == PAPER_CFG + (f"_{run.tag}" if run.tag else "")
+        if run.rsm_variant:
+            assert output_dir.parent.name.endswith(f"_w50_{run.rsm_variant[0]}")
+            assert opts[f"TRAINER.RSM.{run.rsm_variant[1]}"] == str(float(run.rsm_variant[2]))
+        else:
+            assert output_dir.parent.name == PAPER_CFG + (f"_w{run.omega:g}" if run.omega is not None else "")
         assert job.cost > 0
     # Full data costs more than 4 shots; a finished run is skipped.
     cost = {(r.shots, r.seed, r.trainer, r.omega, r.variant): j.cost for r, j in zip(runs, jobs)}
@@ -159,6 +170,25 @@ def test_paper_report_pairs_rsm_with_its_host_seed_by_seed(tmp_path, monkeypatch
     assert "| PromptKD_RSM - PromptKD | +2.00 +- 0.00" in text
     assert (tmp_path / "out" / "entropy_curves.png").stat().st_size > 1000
     assert any("analysis/ skipped" in note for note in bench.summary["notes"])
+
+
+def test_paper_report_pairs_each_rsm_variant_with_the_host_and_the_faithful_term(tmp_path, monkeypatch):
+    variant = ("class_aligned", "CLASS_ALIGNED", 0.1)
+    plan = PaperPlan("t", seeds=(1, 2), shots=("16",), other_variants=(), hosts=("PromptKD",), omegas=(0.0, 50.0),
+                     variants=(variant,))
+    bench = _bench(tmp_path, plan)
+    monkeypatch.setattr(PaperBenchmark, "_extra_installed", lambda self: False)
+    for seed, level in ((1, 60.0), (2, 40.0)):
+        _write_result(bench, PaperRun("PromptKD", "noisy", "16", seed), level, level)
+        _write_result(bench, PaperRun("PromptKD_RSM", "noisy", "16", seed, 50.0), level - 5, level - 5)
+        _write_result(bench, PaperRun("PromptKD_RSM", "noisy", "16", seed, 50.0, variant), level + 1, level + 1)
+    bench.report()
+    row = bench.summary["variants"][0]
+    assert row["key"] == "TRAINER.RSM.CLASS_ALIGNED" and row["best"]["hm"]["n"] == 2
+    assert row["paired_vs_PromptKD"]["hm"]["values"] == pytest.approx([1.0, 1.0])
+    assert row["paired_vs_faithful_RSM"]["hm"]["values"] == pytest.approx([6.0, 6.0])
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "| TRAINER.RSM.CLASS_ALIGNED 0.1 | 51.00 +- 10.00 |" in text and "| +1.00 +- 0.00 | +6.00 +- 0.00 |" in text
 
 
 def test_hosts_and_rsm_versions_pair_up():

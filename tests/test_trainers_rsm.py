@@ -121,3 +121,68 @@ def test_rsm_keys_on_a_trainer_without_rsm_are_reported():
     cfg.TRAINER.NAME = "PromptKD"
     note = describe_unused_keys(cfg)
     assert "WEIGHT=10.0" in note and "PromptKD has no RSM term" in note
+
+
+# ----------------------------------------------------------------- opt-in variants (off by default)
+def test_bounded_scores_are_the_cosine_with_the_ones_direction_and_ignore_row_norms():
+    from trainers.rsm import bounded_scores
+
+    manifold = torch.tensor([[3.0, 4.0], [1.0, -1.0], [-2.0, 0.0]])
+    # cos(row, (1, 1)) by hand: (3 + 4) / (5 sqrt 2), 0, -2 / (2 sqrt 2); then / tau
+    expected = [7 / (5 * math.sqrt(2)), 0.0, -1 / math.sqrt(2)]
+    assert bounded_scores(manifold, 0.5).tolist() == pytest.approx([2 * e for e in expected], abs=1e-6)
+    scaled = manifold.clone()
+    scaled[0] *= 100.0  # the paper's scores grow with a row's norm; these do not
+    assert torch.allclose(bounded_scores(scaled, 0.5), bounded_scores(manifold, 0.5))
+    assert manifold_scores(scaled)[0] == pytest.approx(100 * manifold_scores(manifold)[0].item())
+
+
+def test_class_aligned_entropy_matches_hand_computation_and_is_lowest_for_spread_confident_images():
+    from trainers.rsm import class_aligned_entropy
+
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    images = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    tau = 0.5
+    # image 1: cos (1, 0); image 2: cos (1/sqrt2, 1/sqrt2) -> q by hand
+    q1 = torch.softmax(torch.tensor([1.0, 0.0]) / tau, 0)
+    q2 = torch.tensor([0.5, 0.5])
+
+    def h(p):
+        return -(p * p.log()).sum().item()
+
+    expected = (h(q1) + h(q2)) / 2 - h((q1 + q2) / 2)
+    value, max_q = class_aligned_entropy(texts, images, tau)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    assert max_q.item() == pytest.approx((q1.max() + 0.5).item() / 2, rel=1e-5)
+    # the collapse measured with the paper's term (every image on one row) is not the minimum here
+    collapsed, _ = class_aligned_entropy(texts, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), 0.01)
+    spread, _ = class_aligned_entropy(texts, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 0.01)
+    assert collapsed.item() == pytest.approx(0.0, abs=1e-4)
+    assert spread.item() == pytest.approx(-math.log(2), abs=1e-4)
+
+
+@pytest.mark.parametrize("key", ["SCORE_TEMPERATURE", "CLASS_ALIGNED"])
+def test_each_variant_is_one_opt_in_key_whose_term_reaches_the_student(key):
+    from dassl.utils import UserError
+    from trainers.rsm import RSMTerm
+
+    assert RSMTerm.from_cfg(_rsm_cfg()).variant == "the paper's H(M)"  # default: the paper's term
+    term = RSMTerm.from_cfg(_rsm_cfg(WEIGHT=3.0, DIM=4, **{key: 0.2}))
+    assert key in term.describe()
+    module = term.build_module(projected_dim=6, backbone_dim=3, text_dim=5)
+    projected, texts = torch.randn(4, 6, requires_grad=True), torch.randn(7, 5)
+    loss, summary = term.loss(module, torch.randn(4, 3), projected, texts)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(3.0 * summary["H"].item(), rel=1e-6)
+    assert loss.item() != pytest.approx(3.0 * module(projected, texts).item())  # not the paper's H(M)
+    loss.backward()
+    assert projected.grad is not None and projected.grad.abs().sum() > 0
+    with pytest.raises(UserError, match=f"TRAINER.RSM.{key}"):
+        RSMTerm.from_cfg(_rsm_cfg(**{key: -1.0}))
+
+
+def test_the_two_variants_cannot_be_combined():
+    from dassl.utils import UserError
+    from trainers.rsm import RSMTerm
+
+    with pytest.raises(UserError, match="SCORE_TEMPERATURE and CLASS_ALIGNED"):
+        RSMTerm.from_cfg(_rsm_cfg(SCORE_TEMPERATURE=1.0, CLASS_ALIGNED=0.1))

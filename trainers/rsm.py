@@ -12,6 +12,25 @@ row-wise, text rows first, into M ((C + N) x R). Then
 and a distillation trainer adds ``omega * H(M)`` to its loss (Eq. 6). The projections are trained with
 the student and never used at test time. ``H`` is computed in float32 whatever the autocast dtype.
 
+Two opt-in variants (``TRAINER.RSM``, both off by default, so the default is the paper's term). In the
+paper's own training regime on SynthShapes (README, "SynthShapes in the paper's regime") the faithful term
+collapses: within a few epochs at omega 50 the softmax puts all its mass on one row (H -> 0, max p -> 1),
+reached by inflating that row's mean, and the student is worse than its host. Each variant removes one
+cause of that failure:
+
+- ``SCORE_TEMPERATURE`` tau > 0, scale-free scores: ``s_t = cos(M[t], 1) / tau`` (the row mean of the
+  L2-normalised row times sqrt(R), divided by tau), so every score lies in [-1/tau, 1/tau]. H(M) keeps a
+  floor above 0 and can no longer be lowered by growing a row's norm, only by turning rows; the gradient
+  that reaches the student stays bounded.
+- ``CLASS_ALIGNED`` tau > 0, an entropy aligned with the classes instead of over all rows: each image row
+  i is assigned to the text rows, ``q_i = softmax_c(cos(M[C + i], M[c]) / tau)``, and the term is
+
+      H_aligned = mean_i H(q_i) - H(mean_i q_i)
+
+  The first part asks every image to settle on one class row (images gather at a class centre, the
+  structure the paper's analysis describes); the second, subtracted, keeps the batch spread over many
+  classes, which rules out the measured collapse onto a single row. It lies in [-log C, log C].
+
 The RSM parameters are initialised from a dedicated ``torch.Generator``: building the module does not
 touch the global RNG, so a run with the term switched off is identical to the host trainer's run.
 
@@ -57,6 +76,35 @@ def manifold_entropy(manifold: torch.Tensor, return_max_prob: bool = False):
     if return_max_prob:
         return entropy, p.max().detach()
     return entropy
+
+
+def bounded_scores(manifold: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Scale-free row scores ``cos(M[t], 1) / temperature`` in float32 (the ``SCORE_TEMPERATURE`` variant)."""
+    with torch.autocast(device_type=manifold.device.type, enabled=False):
+        rows = F.normalize(manifold.float(), dim=1)
+        return rows.mean(dim=1) * math.sqrt(rows.shape[1]) / temperature
+
+
+def entropy_of_scores(scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(H(softmax(scores)), max p)`` over a 1-D score vector, float32; max p is detached."""
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        log_p = F.log_softmax(scores.float(), dim=0)
+        p = log_p.exp()
+        return -(p * log_p).sum(), p.max().detach()
+
+
+def class_aligned_entropy(text_rows: torch.Tensor, image_rows: torch.Tensor,
+                          temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(mean_i H(q_i) - H(mean_i q_i), mean_i max_c q_i(c))`` with ``q_i = softmax_c(cos(v_i, w_c) / tau)``
+    for image rows v_i and text rows w_c of the manifold (the ``CLASS_ALIGNED`` variant), in float32."""
+    with torch.autocast(device_type=image_rows.device.type, enabled=False):
+        similarity = F.normalize(image_rows.float(), dim=1) @ F.normalize(text_rows.float(), dim=1).t()
+        log_q = F.log_softmax(similarity / temperature, dim=1)
+        q = log_q.exp()
+        per_image = -(q * log_q).sum(dim=1).mean()
+        marginal = q.mean(dim=0)
+        spread = -(marginal * marginal.clamp_min(1e-12).log()).sum()
+        return per_image - spread, q.max(dim=1).values.mean().detach()
 
 
 def manifold_max_prob(manifold: torch.Tensor) -> torch.Tensor:
@@ -157,6 +205,7 @@ class RSM(nn.Module):
 
 
 IMAGE_FEATURES = ("projected", "backbone")
+VARIANT_KEYS = ("SCORE_TEMPERATURE", "CLASS_ALIGNED")   # the opt-in variants (module docstring); 0 = off
 CONFIG_KEY = "TRAINER.RSM"
 
 
@@ -174,6 +223,8 @@ class RSMTerm:
     normalize: bool
     image_feature: str  # "projected": after the student's projector; "backbone": the CLIP image features
     seed: Optional[int] = None
+    score_temperature: float = 0.0  # > 0: the SCORE_TEMPERATURE variant (module docstring)
+    class_aligned: float = 0.0      # > 0: the CLASS_ALIGNED variant, with this temperature
 
     @classmethod
     def from_cfg(cls, cfg) -> "RSMTerm":
@@ -184,11 +235,17 @@ class RSMTerm:
                             f"got {rsm_cfg.IMAGE_FEATURE!r}")
         for key, value, ok, rule in (("WEIGHT", rsm_cfg.WEIGHT, rsm_cfg.WEIGHT >= 0, ">= 0"),
                                      ("DIM", rsm_cfg.DIM, rsm_cfg.DIM > 0, "> 0"),
-                                     ("HIDDEN", rsm_cfg.HIDDEN, rsm_cfg.HIDDEN >= 0, ">= 0 (0 means DIM)")):
+                                     ("HIDDEN", rsm_cfg.HIDDEN, rsm_cfg.HIDDEN >= 0, ">= 0 (0 means DIM)"),
+                                     *((key, rsm_cfg[key], rsm_cfg[key] >= 0, ">= 0 (0: off)") for key in VARIANT_KEYS)):
             if not ok:
                 raise UserError(f"{CONFIG_KEY}.{key} must be {rule}, got {value}")
+        chosen = [key for key in VARIANT_KEYS if rsm_cfg[key] > 0]
+        if len(chosen) > 1:
+            raise UserError(f"{CONFIG_KEY}: {' and '.join(chosen)} are alternative variants of the term; set one of "
+                            "them (the other 0)")
         return cls(weight=float(rsm_cfg.WEIGHT), dim=int(rsm_cfg.DIM), hidden=int(rsm_cfg.HIDDEN),
-                   normalize=bool(rsm_cfg.NORMALIZE), image_feature=rsm_cfg.IMAGE_FEATURE, seed=cfg.SEED)
+                   normalize=bool(rsm_cfg.NORMALIZE), image_feature=rsm_cfg.IMAGE_FEATURE, seed=cfg.SEED,
+                   score_temperature=float(rsm_cfg.SCORE_TEMPERATURE), class_aligned=float(rsm_cfg.CLASS_ALIGNED))
 
     @property
     def active(self) -> bool:
@@ -204,7 +261,17 @@ class RSMTerm:
     def describe(self) -> str:
         """One log line: weight, width, feature and whether the term is on."""
         state = "on" if self.active else "off (WEIGHT 0: module kept, term skipped)"
-        return f"RSM: weight {self.weight}, dim {self.dim}, image features {self.image_feature} -> {state}"
+        return (f"RSM: weight {self.weight}, dim {self.dim}, image features {self.image_feature}, "
+                f"{self.variant} -> {state}")
+
+    @property
+    def variant(self) -> str:
+        """Which entropy the term computes: the paper's or one of the opt-in variants."""
+        if self.score_temperature > 0:
+            return f"variant SCORE_TEMPERATURE {self.score_temperature:g}"
+        if self.class_aligned > 0:
+            return f"variant CLASS_ALIGNED {self.class_aligned:g}"
+        return "the paper's H(M)"
 
     def loss(self, module: RSM, backbone_features: torch.Tensor, projected_features: torch.Tensor,
              text_features: torch.Tensor) -> Optional[Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
@@ -217,7 +284,14 @@ class RSMTerm:
         image_features = projected_features if self.image_feature == "projected" else backbone_features
         # Under several processes M holds the image rows of the whole global batch, as in one process.
         image_features = gather_with_grad(image_features)
-        entropy, max_prob = module.entropy_and_max_prob(image_features, text_features)
+        if self.class_aligned > 0:
+            entropy, max_prob = class_aligned_entropy(module.project_texts(text_features),
+                                                      module.project_images(image_features), self.class_aligned)
+        elif self.score_temperature > 0:
+            scores = bounded_scores(module.manifold(image_features, text_features), self.score_temperature)
+            entropy, max_prob = entropy_of_scores(scores)
+        else:
+            entropy, max_prob = module.entropy_and_max_prob(image_features, text_features)
         weighted = self.weight * entropy
         return weighted, {"rsm": weighted.detach(), "H": entropy.detach(), "max_p": max_prob}
 

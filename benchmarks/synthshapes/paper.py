@@ -8,7 +8,9 @@ momentum 0.9, weight decay 5e-4, batch 8, 20 epochs, one constant warm-up epoch 
 - the hosts PromptKD and Simple and their RSM versions PromptKD_RSM and Simple_RSM (omega 50), at 4, 16, 30
   shots and the full training split on SynthShapesNoisy, and at 16 shots on SynthShapesTextured;
 - the omega sweep {0, 1, 5, 10, 25, 50, 100} of PromptKD_RSM at 16 shots on SynthShapesNoisy (omega 0 is
-  PromptKD itself: RSM with weight 0 trains exactly like its host).
+  PromptKD itself: RSM with weight 0 trains exactly like its host);
+- the two opt-in variants of the term (TRAINER.RSM.SCORE_TEMPERATURE 0.5, TRAINER.RSM.CLASS_ALIGNED 0.1;
+  trainers/rsm.py) as PromptKD_RSM at omega 50, 16 shots on SynthShapesNoisy.
 
 What it writes below <output> (default output/synthshapes/<mode>):
 - summary.md / summary.json: Base / New / HM mean +- std over seeds, and the PAIRED difference RSM minus
@@ -57,6 +59,9 @@ class PaperPlan:
     main_omega: float = 50.0
     omegas: tuple = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)   # PromptKD_RSM sweep (0: PromptKD)
     analysis_seed: int = 1
+    # The opt-in variants of the RSM term (trainers/rsm.py), as PromptKD_RSM at the main omega and shots:
+    # (name, TRAINER.RSM option, value)
+    variants: tuple = (("score_temperature", "SCORE_TEMPERATURE", 0.5), ("class_aligned", "CLASS_ALIGNED", 0.1))
 
 
 PAPER_PLANS = {
@@ -77,16 +82,36 @@ class PaperRun:
     shots: str
     seed: int
     omega: float | None = None
+    rsm_variant: tuple | None = None   # (name, TRAINER.RSM key, value) of an opt-in variant of the term
 
     @property
     def tag(self) -> str:
-        """RUN_TAG: w<omega> for RSM runs (their folder names the weight), none for hosts."""
-        return "" if self.omega is None else f"w{_fmt_omega(self.omega)}"
+        """RUN_TAG: w<omega> for RSM runs (their folder names the weight, and the variant), none for hosts."""
+        if self.omega is None:
+            return ""
+        return f"w{_fmt_omega(self.omega)}" + (f"_{self.rsm_variant[0]}" if self.rsm_variant else "")
+
+    @property
+    def extra_opts(self) -> str:
+        """The run's config options beyond the benchmark's weights: omega and the variant's key."""
+        if self.omega is None:
+            return ""
+        opts = f"TRAINER.RSM.WEIGHT {float(self.omega)}"
+        if self.rsm_variant:
+            opts += f" TRAINER.RSM.{self.rsm_variant[1]} {float(self.rsm_variant[2])}"
+        return opts
 
     @property
     def name(self) -> str:
         omega = f" omega {_fmt_omega(self.omega)}" if self.omega is not None else ""
-        return f"{self.trainer}{omega} {DATASET_NAMES[self.variant]} {self.shots} shots seed {self.seed}"
+        variant = f" {self.rsm_variant[0]} {self.rsm_variant[2]:g}" if self.rsm_variant else ""
+        return f"{self.trainer}{omega}{variant} {DATASET_NAMES[self.variant]} {self.shots} shots seed {self.seed}"
+
+
+def variant_runs(plan: "PaperPlan", seed: int) -> list[PaperRun]:
+    """The runs of the plan's RSM variants for one seed (PromptKD_RSM, main omega, shots and dataset)."""
+    return [PaperRun("PromptKD_RSM", plan.shots_variant, plan.main_shots, seed, plan.main_omega, variant)
+            for variant in plan.variants]
 
 
 def plan_runs(plan: PaperPlan) -> list[PaperRun]:
@@ -115,6 +140,9 @@ def plan_runs(plan: PaperPlan) -> list[PaperRun]:
     for variant in plan.other_variants:
         for seed in plan.seeds:
             pair(variant, plan.main_shots, seed)
+    for seed in plan.seeds:
+        for run in variant_runs(plan, seed):
+            add(run)
     return out
 
 
@@ -142,8 +170,8 @@ class PaperBenchmark(Benchmark):
         shots_<S>/<trainer>/synth_shapes_paper[_w<omega>]/seed<N>)."""
         extra = (f"MODEL.BACKBONE.WEIGHTS {self.weights.get('student', '')} "
                  f"TRAINER.PROMPTKD.TEACHER_WEIGHTS {self.weights.get('teacher', '')}")
-        if run.omega is not None:
-            extra += f" TRAINER.RSM.WEIGHT {float(run.omega)}"
+        if run.extra_opts:
+            extra += " " + run.extra_opts
         return Settings(data=str(self.data_root), trainer=run.trainer, shots=run.shots, cfg=PAPER_CFG,
                         teacher_root=str(self.teacher_root), output_root=str(self.output), run_tag=run.tag,
                         extra_opts=extra)
@@ -236,8 +264,18 @@ class PaperBenchmark(Benchmark):
             runs = host_runs if omega == 0.0 else self._seeds("PromptKD_RSM", p.shots_variant, p.main_shots, float(omega))
             sweep.append({"omega": omega, "best": self._stats(runs), "paired_vs_PromptKD":
                           None if omega == 0.0 else self._paired(host_runs, runs)})
-        s.update({"table": table, "paired": paired, "sweep": sweep, "zero_shot": self._zero_shot_rows(),
-                  "entropy": self._entropy(), "plots": {}, "notes": []})
+        variants = []
+        faithful = self._seeds("PromptKD_RSM", p.shots_variant, p.main_shots, p.main_omega)
+        for variant in p.variants:
+            runs = [PaperRun("PromptKD_RSM", p.shots_variant, p.main_shots, seed, p.main_omega, variant)
+                    for seed in p.seeds]
+            variants.append({"name": variant[0], "key": f"TRAINER.RSM.{variant[1]}", "value": variant[2],
+                             "best": self._stats(runs), "last": self._stats(runs, "last"),
+                             "paired_vs_PromptKD": self._paired(host_runs, runs),
+                             "paired_vs_faithful_RSM": self._paired(faithful, runs),
+                             "entropy": self._entropy_summary(runs)})
+        s.update({"table": table, "paired": paired, "sweep": sweep, "variants": variants,
+                  "zero_shot": self._zero_shot_rows(), "entropy": self._entropy(), "plots": {}, "notes": []})
         self._shot_plot()
         self._analysis()
         (self.output / "summary.md").write_text(self.markdown())
@@ -280,6 +318,17 @@ class PaperBenchmark(Benchmark):
                            f"PromptKD_RSM, {DATASET_NAMES[p.shots_variant]}, {p.main_shots} shots, seed {p.analysis_seed}",
                            "iteration", ("H(M)", "max p"))
         return {"note": "H(M) starts at log(N + C) (N = batch 8, C = base classes) and is 0 at collapse", "runs": info}
+
+    def _entropy_summary(self, runs: list[PaperRun]) -> list[dict]:
+        """First, lowest and last H and the last max p of each finished run (the term's own entropy)."""
+        out = []
+        for run in runs:
+            log_path = self.run_dir(run) / "log.txt"
+            curve = read_entropy_curve(log_path) if log_path.is_file() else []
+            if curve:
+                out.append({"seed": run.seed, "first_H": curve[0][1], "min_H": min(c[1] for c in curve),
+                            "last_H": curve[-1][1], "last_max_p": curve[-1][2]})
+        return out
 
     def _extra_installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in ("sklearn", "matplotlib"))
@@ -359,6 +408,20 @@ class PaperBenchmark(Benchmark):
             st, d = row["best"], row["paired_vs_PromptKD"]
             diff = "-" if not d else f"{d['hm']['mean']:+.2f} +- {d['hm']['std']:.2f}"
             lines.append(f"| {_fmt_omega(row['omega'])} | {cell(st, 'hm')} | {cell(st, 'base')} | {cell(st, 'new')} | {diff} |")
+        if s.get("variants"):
+            lines += ["", f"Opt-in variants of the RSM term (PromptKD_RSM, omega {_fmt_omega(p.main_omega)}, "
+                      f"{DATASET_NAMES[p.shots_variant]}, {p.main_shots} shots; trainers/rsm.py), paired per seed:", "",
+                      "| variant | HM | Base | New | HM minus PromptKD | HM minus faithful RSM | H first -> last (seed 1) |",
+                      "|---|---|---|---|---|---|---|"]
+            for row in s["variants"]:
+                st, d_host, d_rsm = row["best"], row["paired_vs_PromptKD"], row["paired_vs_faithful_RSM"]
+
+                def diff(d):
+                    return "-" if not d else f"{d['hm']['mean']:+.2f} +- {d['hm']['std']:.2f}"
+                trace = next((f"{e['first_H']:.3f} -> {e['last_H']:.3f} (max p {e['last_max_p']:.3f})"
+                              for e in row["entropy"]), "-")
+                lines.append(f"| {row['key']} {row['value']:g} | {cell(st, 'hm')} | {cell(st, 'base')} | "
+                             f"{cell(st, 'new')} | {diff(d_host)} | {diff(d_rsm)} | {trace} |")
         runs = s.get("entropy", {}).get("runs", {})
         if runs:
             lines += ["", "H(M) during training (first -> min -> last; collapse = below 10% of its first value):", ""]
