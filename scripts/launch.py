@@ -5,7 +5,8 @@ It prints the script's usage on wrong arguments (exit 2), reads the environment 
 asks `scripts.runs` for the call's `RunSpec` (every check happens there: ``error: ...``, exit 2), then
 carries it out: each train.py run in turn, stopping at the first failure (whose exit status it returns),
 then the spec's finishing step. ``run_all`` makes one such call per dataset x seed x shots x trainer, each
-in its own process, and prints the results table.
+in its own process, and prints the results table; ``run_all table1|table2`` makes the calls of the AME
+paper's table rows (scripts/paper_tables.py) and writes the paper-versus-ours table (tools/paper_table.py).
 
 The runs of one call go through ``train.cli(argv)`` inside this process, exactly as ``python train.py
 ARGV`` would run them, so torch and the trainers are imported once per call (the KD-weight lookup needs
@@ -17,9 +18,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from scripts import runs
+from scripts import paper_tables, runs
 from scripts.runs import INDUCTIVE, PROTOCOLS, REPO_ROOT, TRAINERS, RunSpec, ScriptError, Settings, TrainRun
 
 _SHARED_ENV = """\
@@ -142,15 +144,20 @@ environment overrides (defaults in brackets):
   EXTRA_OPTS    extra 'KEY VALUE' config pairs (e.g. MODEL.BACKBONE.WEIGHTS path/to/ViT-B-16.pt)
 A run whose results.json exists is skipped, and so is a part (base, new, all) whose zeroshot.json exists.""",
     "run_all": """\
-usage: scripts/run_all.sh [base2new|xd|fewshot|xd_test|dg]
+usage: scripts/run_all.sh [base2new|xd|fewshot|xd_test|dg|table1|table2]
   base2new: base2new_train.sh   xd: xd_train.sh   fewshot: fewshot_train.sh
   xd_test: xd_test.sh (the ImageNet models of fewshot_train.sh imagenet)   dg: dg_test.sh
+  table1, table2: every row of the AME paper's Table 1 (base-to-new) or Table 2 (cross-dataset) that this
+    codebase trains (rows, scripts and configs: scripts/paper_tables.py), then one Markdown table of the
+    paper's numbers (docs/ame_paper_tables.yaml) beside ours, written to OUTPUT_ROOT/paper_<table>.md
+    (tools/paper_table.py); TRAINERS, SHOTS_LIST and CFG do not apply, the rows fix them
 environment overrides (defaults in brackets):
-  DATASETS      space-separated dataset keys   [the 11 base-to-new datasets; xd, xd_test: the 10 targets;
-                                                dg: imagenetv2 imagenet_sketch imagenet_a imagenet_r]
+  DATASETS      space-separated dataset keys   [the 11 base-to-new datasets; xd, xd_test, table2: the 10
+                                                targets; dg: imagenetv2 imagenet_sketch imagenet_a imagenet_r]
   SEEDS         space-separated seeds          [1 2 3]
   SHOTS_LIST    space-separated shot settings  [16; fewshot: 1 2 4 8 16]
   TRAINERS      space-separated trainers       [PromptKD_RSM; fewshot, xd_test, dg: CoOp]
+  DRY_RUN       set to 1 to print the script calls (table1, table2: as shell commands) instead of running them
   plus everything the protocol's script reads (DATA, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXTRA_OPTS, NPROC, ...)""",
 }
 ARITY = {"base2new_train": (2, 2), "base2new_test": (2, 2), "xd_train": (2, 2), "fewshot_train": (2, 2),
@@ -225,30 +232,76 @@ def run_protocol(script: str, args: Sequence[str], settings: Settings) -> int:
         return 2
 
 
+def _listed(env: Mapping[str, str], variable: str, default: Sequence[str]) -> list[str]:
+    """A space-separated list from the environment, or the default."""
+    return (env.get(variable) or " ".join(default)).split()
+
+
 def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
     """Every dataset x seed x shots x trainer of one protocol, each call in a fresh process with TRAINER and
     SHOTS set (resumable: finished runs are skipped; a failure is reported and the loop goes on), then the
-    results table; 1 when any run failed."""
-    if len(args) > 1 or (args and args[0] not in RUN_ALL_PROTOCOLS):
+    results table; 1 when any run failed. ``table1`` / ``table2``: the paper table's runs (`run_paper_table`).
+    DRY_RUN=1 prints the calls instead."""
+    if len(args) > 1 or (args and args[0] not in RUN_ALL_PROTOCOLS and args[0] not in paper_tables.TABLES):
         raise UsageError("run_all")
     name = args[0] if args else "base2new"
+    if name in paper_tables.TABLES:
+        return run_paper_table(name, env)
     protocol = PROTOCOLS[RUN_ALL_PROTOCOLS[name]]
     settings = Settings.from_env(env)
-
-    def listed(variable: str, default: Sequence[str]) -> list[str]:
-        return (env.get(variable) or " ".join(default)).split()
+    dry_run = env.get("DRY_RUN") == "1"
 
     failed = []
-    for trainer in listed("TRAINERS", [protocol.trainer]):
-        for shots in listed("SHOTS_LIST", protocol.shots_list):
-            for dataset in listed("DATASETS", protocol.datasets):
-                for seed in listed("SEEDS", ["1", "2", "3"]):
+    for trainer in _listed(env, "TRAINERS", [protocol.trainer]):
+        for shots in _listed(env, "SHOTS_LIST", protocol.shots_list):
+            for dataset in _listed(env, "DATASETS", protocol.datasets):
+                for seed in _listed(env, "SEEDS", ["1", "2", "3"]):
+                    if dry_run:
+                        say(f"TRAINER={trainer} SHOTS={shots} bash scripts/{protocol.name}.sh {dataset} {seed}")
+                        continue
                     say(f"=== {name}: {trainer} {dataset} shots={shots} seed={seed}")
                     command = [sys.executable, "-m", "scripts.launch", protocol.name, dataset, seed]
                     if subprocess.call(command, cwd=REPO_ROOT, env={**env, "TRAINER": trainer, "SHOTS": shots}):
                         failed.append(f"{trainer} {dataset} shots={shots} seed={seed}")
+    if dry_run:
+        return 0
     say("")
     subprocess.call([sys.executable, "tools/parse_results.py", settings.output_root], cwd=REPO_ROOT)
+    return _report_failures(failed)
+
+
+def run_paper_table(table: str, env: Mapping[str, str]) -> int:
+    """The runs of the paper table's rows (scripts/paper_tables.py), each script call in a fresh process
+    (resumable as above), then tools/paper_table.py writes OUTPUT_ROOT/paper_<table>.md and prints it;
+    1 when any run failed. DATASETS narrows the table's datasets, SEEDS sets the seeds."""
+    datasets = _listed(env, "DATASETS", paper_tables.TABLE_DATASETS[table])
+    seeds = _listed(env, "SEEDS", paper_tables.SEEDS)
+    try:
+        planned = paper_tables.plan(table, env, datasets, seeds)
+    except ScriptError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    if env.get("DRY_RUN") == "1":
+        for run in planned:
+            say(run.command_line())
+        return 0
+    failed = []
+    for run in planned:
+        seed = f" seed={run.seed}" if run.seed is not None else ""
+        say(f"=== {table}: {run.row.label}: {run.step.script} {run.dataset}{seed} "
+            f"({' '.join(f'{k}={v}' for k, v in run.env.items())})")
+        command = [sys.executable, "-m", "scripts.launch", run.step.script, *run.args]
+        if subprocess.call(command, cwd=REPO_ROOT, env={**env, **run.env}):
+            failed.append(run.command_line())
+    say("")
+    output_root = Settings.from_env(env).output_root
+    subprocess.call([sys.executable, "tools/paper_table.py", output_root, "--table", table[-1], "--seeds", *seeds,
+                     "--out", str(Path(output_root, f"paper_{table}.md"))], cwd=REPO_ROOT, env=dict(env))
+    return _report_failures(failed)
+
+
+def _report_failures(failed: Sequence[str]) -> int:
+    """List the failed runs on stderr; 1 when there are any."""
     if failed:
         print(f"Failed runs ({len(failed)}); rerun this script to retry them:", file=sys.stderr)
         print("\n".join(f"  {line}" for line in failed), file=sys.stderr)

@@ -67,6 +67,9 @@ _RSM = {
     "HIDDEN": 0,  # inner width of phi_v / phi_w; 0 means DIM
     "NORMALIZE": True,  # L2-normalise V and W before the projections
     "IMAGE_FEATURE": "projected",  # "projected" (after the student's projector) or "backbone"
+    # Opt-in variants of the term (trainers/rsm.py's docstring); 0 = off, the paper's H(M). At most one.
+    "SCORE_TEMPERATURE": 0.0,  # > 0: scale-free row scores cos(M[t], 1) / tau
+    "CLASS_ALIGNED": 0.0,  # > 0: class-aligned entropy mean_i H(q_i) - H(mean_i q_i), temperature tau
 }
 
 # KDPL (trainers/kdpl.py): a zero-shot CLIP teacher distilled into a prompted student without labels.

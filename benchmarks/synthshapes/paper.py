@@ -116,7 +116,7 @@ def variant_runs(plan: "PaperPlan", seed: int) -> list[PaperRun]:
 
 def plan_runs(plan: PaperPlan) -> list[PaperRun]:
     """Every run of `plan`, each once; the main question first (16 shots on the shots dataset, then the
-    sweep), so that a run stopped early already holds it."""
+    sweep and the variants of the term), so that a run stopped early already holds it."""
     out: list[PaperRun] = []
 
     def add(run: PaperRun) -> None:
@@ -134,15 +134,15 @@ def plan_runs(plan: PaperPlan) -> list[PaperRun]:
         for seed in plan.seeds:
             add(PaperRun("PromptKD", plan.shots_variant, plan.main_shots, seed) if omega == 0.0
                 else PaperRun("PromptKD_RSM", plan.shots_variant, plan.main_shots, seed, float(omega)))
+    for seed in plan.seeds:
+        for run in variant_runs(plan, seed):
+            add(run)
     for shots in plan.shots:
         for seed in plan.seeds:
             pair(plan.shots_variant, shots, seed)
     for variant in plan.other_variants:
         for seed in plan.seeds:
             pair(variant, plan.main_shots, seed)
-    for seed in plan.seeds:
-        for run in variant_runs(plan, seed):
-            add(run)
     return out
 
 
