@@ -1,4 +1,8 @@
-"""CoOp semantics (protocol None), PromptKD's base2novel and cross protocols, base/new subsampling."""
+"""CoOp semantics (protocol None), PromptKD's base2novel and cross protocols, base_only, base/new
+subsampling, the held-out split of model selection."""
+import os
+from types import SimpleNamespace
+
 import pytest
 
 import datasets  # noqa: F401  (registers the readers)
@@ -97,3 +101,49 @@ def test_unknown_protocol_and_subsample_are_user_errors(root):
         build(root, "fewshot")
     with pytest.raises(UserError, match="SUBSAMPLE_CLASSES"):
         build(root, None, "DATASET.SUBSAMPLE_CLASSES", "half")
+
+
+def test_base_only_trains_on_the_base_classes_and_scores_as_base2novel(root):
+    full = build(root)
+    base2novel = build(root, "base2novel")
+    dataset = build(root, "base_only")
+    base_train = [i for i in full.train_x if i.label < 3]
+    assert [(i.impath, i.label) for i in dataset.train_x] == [(i.impath, i.label) for i in base_train]
+    assert len(dataset.train_x) == 6 and labels(dataset.train_x) == [0, 1, 2]
+    for split in ("val", "test"):
+        assert [(i.impath, i.label) for i in getattr(dataset, split)] == \
+            [(i.impath, i.label) for i in getattr(base2novel, split)]
+    # The reader still names every class (the trainers score new with the new classes' names).
+    assert dataset.base_classnames == full.classnames[:3] and dataset.new_classnames == full.classnames[3:]
+    assert dataset.classnames == full.classnames[:3]
+
+
+def test_holdout_split_is_seeded_deterministic_disjoint_and_the_requested_fraction(root, tmp_path):
+    from datasets.protocols import holdout_split
+
+    items = build(root, "base2novel").train_x  # 10 images
+    kept, held = holdout_split(items, 0.3, seed=1, root=str(root))
+    assert len(held) == 3 and len(kept) == 7
+    assert {i.impath for i in kept}.isdisjoint(i.impath for i in held)
+    assert sorted(i.impath for i in kept + held) == sorted(i.impath for i in items)
+    again_kept, again_held = holdout_split(list(reversed(items)), 0.3, seed=1, root=str(root))
+    assert sorted(i.impath for i in again_held) == sorted(i.impath for i in held)  # order-independent
+    other_seeds = [sorted(i.impath for i in holdout_split(items, 0.3, seed=s, root=str(root))[1]) for s in range(2, 8)]
+    assert any(h != sorted(i.impath for i in held) for h in other_seeds)
+    # The same images under another dataset root give the same split (paths are taken relative to it).
+    moved_root = tmp_path / "elsewhere"
+    moved = [SimpleNamespace(impath=str(moved_root / os.path.relpath(i.impath, str(root)))) for i in items]
+    moved_held = holdout_split(moved, 0.3, seed=1, root=str(moved_root))[1]
+    assert [os.path.relpath(i.impath, str(moved_root)) for i in moved_held] == \
+        [os.path.relpath(i.impath, str(root)) for i in held]
+    assert holdout_split(items, 0.0, seed=1) == (list(items), [])
+    assert len(holdout_split(items, 0.01, seed=1)[1]) == 1  # at least one image when on
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 0.99, "0.2"])
+def test_holdout_fraction_outside_the_range_is_a_user_error_naming_the_key(root, fraction):
+    from datasets.protocols import holdout_split
+
+    items = build(root, "base2novel").train_x
+    with pytest.raises(UserError, match="TRAINER.PROMPTKD.SELECT_HOLDOUT"):
+        holdout_split(items, fraction, seed=1)

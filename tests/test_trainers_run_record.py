@@ -35,3 +35,23 @@ def test_state_round_trip_and_protocol_check():
         RunRecord("cross").load_state_dict(record.state_dict())
     with pytest.raises(ValueError, match="split"):
         record.add(1, "train", 1.0)
+
+
+def test_agreement_selects_the_earliest_best_epoch_and_travels_through_the_state():
+    record = RunRecord("base_only")
+    assert record.agreement_epoch is None
+    for epoch, base, new, agreement in ((1, 60.0, 20.0, 50.0), (2, 70.0, 30.0, 75.0), (3, 80.0, 40.0, 75.0)):
+        record.add(epoch, "val", base)
+        record.add(epoch, "test", new)
+        record.add_agreement(epoch, agreement)
+    assert record.agreement_epoch == 2  # ties: the earliest, as model-agreement is replaced on strict gains
+    assert record.selected_entry(2) == {**record.entry(2), "agreement": 75.0}
+    with pytest.raises(ValueError, match="no recorded agreement"):
+        RunRecord("base2novel").selected_entry(1)
+    again = RunRecord("base_only")
+    again.load_state_dict(record.state_dict())
+    assert again.agreement_by_epoch == {1: 50.0, 2: 75.0, 3: 75.0} and again.agreement_epoch == 2
+    old_state = {k: v for k, v in record.state_dict().items() if k != "agreement"}  # saved before the option
+    older = RunRecord("base_only")
+    older.load_state_dict(old_state)
+    assert older.agreement_by_epoch == {} and older.val_by_epoch == record.val_by_epoch

@@ -47,11 +47,15 @@ BASE2NEW_DATASETS: tuple[str, ...] = (
 )
 """The 11 base-to-new benchmark datasets (``DATASET.NAME``), in the order papers print them."""
 
-BASE_NEW_PROTOCOLS = ("base2novel", "base2new")
+BASE_NEW_PROTOCOLS = ("base2novel", "base_only", "base2new")
 """Protocols whose entries hold base / new / hm (the others hold one accuracy)."""
 
 EVALUATION = "evaluation"
 """The protocol of an evaluation-only record."""
+
+SELECTED_BY_AGREEMENT = "selected_by_agreement"
+"""The extra entry of a distillation run with held-out model selection (``TRAINER.PROMPTKD.SELECT_HOLDOUT``);
+tabled after the others for the groups whose every run has it."""
 
 CROSS_SOURCE = "ImageNet"
 """Source dataset of the cross-dataset protocol; not counted in the target average."""
@@ -336,7 +340,8 @@ def _count(n: int) -> str:
 def _which_label(setting: Setting, which: str) -> str:
     if setting.protocol == EVALUATION:
         return "evaluated checkpoint"   # an evaluation record's best and last are the same entry
-    return {"best": "best-on-base checkpoint", "last": "last epoch"}.get(which, which)
+    return {"best": "best-on-base checkpoint", "last": "last epoch",
+            SELECTED_BY_AGREEMENT: "agreement-selected checkpoint (held-out training images)"}.get(which, which)
 
 
 def format_markdown(groups: list[Group], which: Sequence[str] = ("best", "last")) -> str:
@@ -348,6 +353,10 @@ def format_markdown(groups: list[Group], which: Sequence[str] = ("best", "last")
         for setting, rows in build_tables(groups, w):
             fmt = format_base2new_table if setting.base_new else format_cross_table
             parts += [fmt(setting, rows, w), ""]
+    selected = [g for g in groups if all(isinstance(run.get(SELECTED_BY_AGREEMENT), dict) for run in g.runs)]
+    for setting, rows in build_tables(selected, SELECTED_BY_AGREEMENT):
+        fmt = format_base2new_table if setting.base_new else format_cross_table
+        parts += [fmt(setting, rows, SELECTED_BY_AGREEMENT), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -58,6 +58,10 @@ _PROMPTKD = {
     "TEACHER_CACHE_DTYPE": "fp16",  # fp16 | fp32: how tools/cache_teacher.py stores the features
     # The earlier name of CACHE_TEACHER_FEATURES (it never stored logits); still read, with a warning.
     "CACHE_TEACHER_LOGITS": False,
+    # Model selection on held-out training images (trainers/distill.py, "selected_by_agreement" in
+    # results.json): the fraction of the unlabelled training images kept out of training, on which the
+    # student's agreement with the teacher is measured after every epoch. 0.0 = off (PromptKD's behaviour).
+    "SELECT_HOLDOUT": 0.0,
 }
 
 # The RSM entropy term (trainers/rsm.py).
@@ -92,7 +96,8 @@ _TRAINER_NAMESPACES: Dict[str, Dict[str, Any]] = {
     "PROMPTKD": _PROMPTKD, "RSM": _RSM, "KDPL": _KDPL,
 }
 
-# PromptKD's distillation protocol, read by the distillation trainers: "base2novel" | "cross".
+# PromptKD's distillation protocol, read by the distillation trainers: "base2novel" | "base_only" | "cross"
+# (datasets/protocols.py; base_only trains on the base classes' images only).
 DEFAULT_PROTOCOL = "base2novel"
 
 DEPRECATED_KEYS = {"TRAINER.PROMPTKD.CACHE_TEACHER_LOGITS": "TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES"}

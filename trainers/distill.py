@@ -2,8 +2,9 @@
 
 What every distillation trainer does here:
 - data: the engine builds the data with the distillation protocol ``TRAINER.MODAL`` (base2novel:
-  train on all classes unlabelled, val = base test images, test = new test images; cross: val = test
-  = the target test set), through :meth:`DistillTrainer.data_protocol`;
+  train on all classes unlabelled, val = base test images, test = new test images; base_only: as
+  base2novel but train on the base classes' images only; cross: val = test = the target test set),
+  through :meth:`DistillTrainer.data_protocol`;
 - the teacher (``trainers.teacher``), whose class text features are computed once and reused for
   every training and test batch; the teacher's image tower runs only in training (no grad, eval mode),
   and with ``TRAINER.PROMPTKD.CACHE_TEACHER_FEATURES`` only once per training image and process
@@ -20,34 +21,57 @@ What every distillation trainer does here:
   (``trainers.run_record``) under the epoch of those weights, so no state is evaluated twice on a split;
 - after training, the last-epoch weights and the best-on-base checkpoint fill the record's two entries
   and ``<OUTPUT_DIR>/results.json`` is written (``trainers.results``).
+
+The class vectors of training (:func:`training_class_vectors`): all classes under base2novel and cross
+(PromptKD); the base classes only under base_only, for the teacher's logits, the student's logits and
+the RSM term alike, so no new class (image or name) enters training there. Evaluation is the same for
+base2novel and base_only (base rows for val, new rows for test). The teacher is built for every class
+name, so the new classes' vectors exist for evaluation; they are not used before it.
+
+Model selection on held-out training images (``TRAINER.PROMPTKD.SELECT_HOLDOUT`` = fraction > 0): the
+fraction of training images chosen by ``datasets.protocols.holdout_split`` (seed + image paths) is
+removed from training. After every epoch the agreement with the teacher on them (% of held-out images
+where the student's argmax equals the teacher's, over the training class vectors, on the test
+transform) goes into the run record, summed over all processes; on a strict improvement the weights
+are saved as ``<OUTPUT_DIR>/VLPromptLearner/model-agreement.pth.tar`` (the engine's checkpoint layout),
+so the selected epoch is the earliest with the highest agreement. At the end it is scored on base and
+new and results.json gets ``selected_by_agreement`` beside ``best`` and ``last``.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+import os.path as osp
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from dassl.data.data_manager import build_data_loader as build_loader
 from dassl.data.datasets import num_base_classes
 from dassl.data.transforms import require_deterministic_transforms
 from dassl.data.transforms.determinism import random_transform_choices
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import UserError, load_pretrained_weights
-from datasets.protocols import DISTILL_PROTOCOLS
+from dassl.utils import UserError, load_checkpoint, load_pretrained_weights
+from dassl.utils.distributed import all_gather_objects, is_main_process
+from dassl.utils.torchtools import atomic_copy, save_checkpoint
+from datasets.protocols import (BASE_NEW_DISTILL_PROTOCOLS, DISTILL_PROTOCOLS, HOLDOUT_KEY, check_holdout_fraction,
+                                holdout_split)
 from trainers import teacher_cache
 from trainers.backbone import check_input_size, freeze
 from trainers.config import cache_teacher_features, promptkd_kd_weight, read_precision
 from trainers.losses import kd_loss
 from trainers.promptsrc_model import CHECKPOINT_MODEL_NAME
-from trainers.results import EVALUATION_PROTOCOL, build_results, write_evaluation_record, write_results
+from trainers.results import (EVALUATION_PROTOCOL, SELECTED_BY_AGREEMENT, build_results, write_evaluation_record,
+                              write_results)
 from trainers.rsm import RSMTerm, describe_unused_keys
 from trainers.run_record import RunRecord
 from trainers.teacher import TOKEN_BUFFER_KEYS, build_teacher
 
 PRECISION_KEY = "TRAINER.PROMPTKD.PREC"
+# The agreement-selected weights, beside the engine's model-best.pth.tar in the model folder.
+AGREEMENT_FILE_NAME = "model-agreement.pth.tar"
 
 
 def is_student_trainable(name: str) -> bool:
@@ -67,12 +91,23 @@ def is_student_trainable(name: str) -> bool:
 def class_vectors_for_split(text_features: torch.Tensor, protocol: str, split: str) -> torch.Tensor:
     """The teacher class vectors a split is scored against (PromptKD's evaluation).
 
-    base2novel: ``val`` -> the base classes' rows (the first ceil(n/2)), anything else -> the new
-    classes' rows; cross: all rows.
+    base2novel and base_only: ``val`` -> the base classes' rows (the first ceil(n/2)), anything else ->
+    the new classes' rows; cross: all rows.
     """
-    if protocol == "base2novel":
+    if protocol in BASE_NEW_DISTILL_PROTOCOLS:
         n_base = num_base_classes(text_features.shape[0])
         return text_features[:n_base] if split == "val" else text_features[n_base:]
+    return text_features
+
+
+def training_class_vectors(text_features: torch.Tensor, protocol: str) -> torch.Tensor:
+    """The class vectors of the training logits (teacher and student) and of the RSM term.
+
+    base_only: the base classes' rows only (fully inductive: nothing of a new class enters training);
+    base2novel and cross: every row, as PromptKD (the same tensor, so those runs are unchanged).
+    """
+    if protocol == "base_only":
+        return text_features[:num_base_classes(text_features.shape[0])]
     return text_features
 
 
@@ -98,6 +133,7 @@ class DistillTrainer(TrainerX):
         if cfg.TRAINER.MODAL not in DISTILL_PROTOCOLS:
             raise UserError(f"TRAINER.MODAL must be one of {list(DISTILL_PROTOCOLS)}, got {cfg.TRAINER.MODAL!r}")
         kd_cfg = cfg.TRAINER.PROMPTKD
+        self.holdout_fraction = check_holdout_fraction(kd_cfg.SELECT_HOLDOUT)
         if kd_cfg.TEMPERATURE <= 0:
             raise UserError(f"TRAINER.PROMPTKD.TEMPERATURE must be positive, got {kd_cfg.TEMPERATURE}")
         table_weight = promptkd_kd_weight(cfg.DATASET.NAME)
@@ -121,11 +157,37 @@ class DistillTrainer(TrainerX):
     def protocol(self) -> str:
         return self.cfg.TRAINER.MODAL
 
+    def build_data_loader(self) -> None:
+        """The engine's data, then (``SELECT_HOLDOUT`` > 0) the held-out training images taken out of
+        training: the training list and loader are rebuilt without them, and they get an evaluation
+        loader (test transform; one disjoint shard per process)."""
+        super().build_data_loader()
+        self.holdout_items: List = []
+        self.holdout_loader = None
+        if not self.holdout_fraction:
+            return
+        cfg, dm = self.cfg, self.dm
+        kept, held = holdout_split(dm.dataset.train_x, self.holdout_fraction, cfg.SEED, cfg.DATASET.ROOT)
+        # The dataset's training list becomes the kept images, so everything keyed by it (the teacher
+        # disk cache, tools/cache_teacher.py) sees the list that is trained on.
+        dm.dataset._train_x = kept
+        loaders = cfg.DATALOADER
+        dm.train_loader_x = build_loader(
+            cfg, sampler_type=loaders.TRAIN_X.SAMPLER, data_source=kept, batch_size=loaders.TRAIN_X.BATCH_SIZE,
+            n_domain=loaders.TRAIN_X.N_DOMAIN, n_ins=loaders.TRAIN_X.N_INS, tfm=dm.tfm_train, is_train=True,
+            augmentation_seed=dm.augmentation_seed)
+        self.train_loader_x = dm.train_loader_x
+        self.holdout_items = held
+        self.holdout_loader = build_loader(cfg, sampler_type=loaders.TEST.SAMPLER, data_source=held,
+                                           batch_size=loaders.TEST.BATCH_SIZE, tfm=dm.tfm_test, is_train=False)
+        print(f"{HOLDOUT_KEY} {self.holdout_fraction}: {len(held)} of {len(kept) + len(held)} training images held "
+              f"out for model selection by agreement with the teacher (seed {cfg.SEED})")
+
     # ----------------------------------------------------------------- model
     def build_model(self) -> None:
         cfg = self.cfg
         self.set_precision(read_precision(cfg, PRECISION_KEY))
-        classnames = list(self.dm.dataset.classnames)
+        classnames = self._teacher_classnames()
         self._check_class_split(classnames)
 
         self.teacher = build_teacher(cfg, classnames, device=self.device)
@@ -159,6 +221,8 @@ class DistillTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(CHECKPOINT_MODEL_NAME, student, self.optim, self.sched)
         self.record = RunRecord(self.protocol)
+        self._holdout_teacher: Dict[str, int] = {}  # held-out image -> the teacher's argmax (fixed)
+        self._new_agreement: Optional[float] = None
         self.weights_epoch = 0  # the epoch whose weights are in memory (0: as built)
         self.evaluation_passes = 0  # passes over an evaluation split made by this trainer
 
@@ -202,12 +266,30 @@ class DistillTrainer(TrainerX):
         """The teacher's cached, normalised class vectors [n_cls, E] (all classes, label order)."""
         return self.teacher.text_features
 
+    @property
+    def train_class_vectors(self) -> torch.Tensor:
+        """The class vectors of training (:func:`training_class_vectors`: base rows only under base_only)."""
+        return training_class_vectors(self.text_features, self.protocol)
+
+    def _teacher_classnames(self) -> List[str]:
+        """Every class name in label order. Under base_only the training list holds only base classes,
+        so the names come from the reader's ``base_classnames`` + ``new_classnames``."""
+        dataset = self.dm.dataset
+        if self.protocol != "base_only":
+            return list(dataset.classnames)
+        base, new = list(getattr(dataset, "base_classnames", [])), list(getattr(dataset, "new_classnames", []))
+        if not new or list(dataset.classnames) != base:
+            raise UserError(f"TRAINER.MODAL base_only needs a reader that names the base and the new classes "
+                            f"({dataset.__class__.__name__} gives base {base}, new {new}, training classes "
+                            f"{list(dataset.classnames)}); use base2novel with this dataset")
+        return base + new
+
     def _check_class_split(self, classnames) -> None:
         base = getattr(self.dm.dataset, "base_classnames", None)
         expected = num_base_classes(len(classnames))
-        if self.protocol == "base2novel" and base is not None and len(base) != expected:
-            raise UserError(f"base2novel expects the first {expected} of {len(classnames)} classes as base, but "
-                            f"the dataset reports {len(base)} base classes")
+        if self.protocol in BASE_NEW_DISTILL_PROTOCOLS and base is not None and len(base) != expected:
+            raise UserError(f"{self.protocol} expects the first {expected} of {len(classnames)} classes as base, "
+                            f"but the dataset reports {len(base)} base classes")
 
     # ----------------------------------------------------------------- training
     def parse_batch_train(self, batch):
@@ -224,23 +306,24 @@ class DistillTrainer(TrainerX):
     def forward_backward(self, batch) -> dict:
         image, _ = self.parse_batch_train(batch)  # labels are never used by the student
         kd_cfg = self.cfg.TRAINER.PROMPTKD
+        class_vectors = self.train_class_vectors
         with self.precision.autocast():
             if self.teacher_disk is not None:
-                teacher_logits = self.teacher_disk.logits(image, batch["index"], self.epoch)
+                teacher_logits = self.teacher_disk.logits(image, batch["index"], self.epoch, class_vectors)
             elif self.teacher_cache is not None:
-                teacher_logits = self.teacher_cache.logits(image, batch["impath"])
+                teacher_logits = self.teacher_cache.logits(image, batch["impath"], class_vectors)
             else:
-                teacher_logits = self.teacher.logits(image)
+                teacher_logits = self.teacher.logits(image, class_vectors)
             backbone_features, projected = self.student.encode(image)
             image_features = F.normalize(projected, dim=-1)
-            logits = self.student_logits(image_features, self.text_features)
+            logits = self.student_logits(image_features, class_vectors)
         loss_kd = kd_cfg.KD_WEIGHT * kd_loss(logits, teacher_logits, kd_cfg.TEMPERATURE)
         loss = loss_kd
         summary = {}
         rsm = None
         if self.rsm_term is not None:
             with self.precision.autocast():
-                rsm = self.rsm_term.loss(self.student.rsm, backbone_features, projected, self.text_features)
+                rsm = self.rsm_term.loss(self.student.rsm, backbone_features, projected, class_vectors)
         if rsm is not None:
             loss_rsm, rsm_summary = rsm
             loss = loss_kd + loss_rsm
@@ -257,6 +340,83 @@ class DistillTrainer(TrainerX):
     def before_train(self) -> None:
         super().before_train()  # may resume: the weights in memory are then those after start_epoch
         self.weights_epoch = self.start_epoch
+
+    # ----------------------------------------------------------------- model selection by agreement
+    def after_epoch(self) -> None:
+        """The engine's validation, then (``SELECT_HOLDOUT`` > 0) the held-out agreement of this epoch."""
+        super().after_epoch()
+        self._new_agreement = None
+        if self.holdout_loader is None:
+            return
+        agreement = self.measure_agreement()
+        self.record.add_agreement(self.weights_epoch, agreement)
+        print(f"Agreement with the teacher on {len(self.holdout_items)} held-out training images: {agreement:.2f}%")
+        if self.record.agreement_epoch == self.weights_epoch:  # strictly above every earlier epoch
+            self._new_agreement = agreement
+
+    @torch.no_grad()
+    def _holdout_teacher_argmax(self, image: torch.Tensor, keys: List[str], class_vectors: torch.Tensor
+                                ) -> torch.Tensor:
+        """The teacher's argmax per held-out image (computed once: teacher and test transform are fixed)."""
+        missing = [i for i, key in enumerate(keys) if key not in self._holdout_teacher]
+        if missing:
+            rows = image if len(missing) == len(keys) else image[torch.tensor(missing, device=image.device)]
+            predictions = self.teacher.logits(rows, class_vectors).argmax(dim=1).tolist()
+            for i, prediction in zip(missing, predictions):
+                self._holdout_teacher[keys[i]] = int(prediction)
+        return torch.tensor([self._holdout_teacher[key] for key in keys], device=image.device)
+
+    @torch.no_grad()
+    def measure_agreement(self) -> float:
+        """% of held-out training images where argmax(student logits) == argmax(teacher logits), both over
+        the training class vectors; every held-out image counted once over all processes."""
+        self.set_model_mode("eval")
+        class_vectors = self.train_class_vectors
+        agree = total = 0
+        for batch in self.holdout_loader:
+            image = batch["img"].to(self.device)
+            with self.precision.autocast():
+                teacher = self._holdout_teacher_argmax(image, list(batch["impath"]), class_vectors)
+                image_features, _ = self.student(image)
+                student = self.student_logits(image_features, class_vectors).argmax(dim=1)
+            agree += int((student == teacher).sum())
+            total += int(image.shape[0])
+        counts = all_gather_objects((agree, total))  # each process scored its own disjoint shard
+        agree, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        return 100.0 * agree / total
+
+    def save_epoch_checkpoints(self) -> None:
+        """``model-agreement.pth.tar`` when this epoch's agreement is a new best, then the engine's files.
+
+        Written without moving Dassl's ``checkpoint`` pointer, so it is never taken for a resume point.
+        """
+        if self._new_agreement is not None and is_main_process():
+            for name in self.get_model_names():
+                save_checkpoint(self._checkpoint_state(name, self.epoch, self._new_agreement),
+                                osp.join(self.output_dir, name), model_name=AGREEMENT_FILE_NAME,
+                                update_pointer=False)
+        super().save_epoch_checkpoints()
+
+    def _copy_best_models(self, directory: str) -> None:
+        """The engine's copy of model-best when resuming from another folder, and model-agreement too."""
+        super()._copy_best_models(directory)
+        output_dir = getattr(self, "output_dir", None)
+        if not output_dir or osp.abspath(directory) == osp.abspath(output_dir) or not is_main_process():
+            return
+        for name in self.get_model_names():
+            source = osp.join(directory, name, AGREEMENT_FILE_NAME)
+            if osp.isfile(source):
+                atomic_copy(source, osp.join(output_dir, name, AGREEMENT_FILE_NAME))
+
+    def load_agreement_model(self, directory: str) -> int:
+        """Load ``<directory>/VLPromptLearner/model-agreement.pth.tar`` (PromptKD's load rule); returns its epoch."""
+        path = osp.join(directory, CHECKPOINT_MODEL_NAME, AGREEMENT_FILE_NAME)
+        checkpoint = load_checkpoint(path)
+        print(f'Loading the agreement-selected weights from "{path}" (epoch = {checkpoint.get("epoch")})')
+        self._load_non_strict(self.student, checkpoint["state_dict"], tuple(self.CHECKPOINT_IGNORED_KEYS),
+                              source=path)
+        self.weights_epoch = int(checkpoint["epoch"])
+        return self.weights_epoch
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -313,16 +473,30 @@ class DistillTrainer(TrainerX):
                 for split in self.record.missing(best):
                     self.test(split)
         self.final_epochs = {"best": best, "last": last}
+        selected = self.record.agreement_epoch
+        if selected is not None:
+            if self.record.missing(selected):
+                loaded = self.load_agreement_model(self.output_dir)
+                if loaded != selected:
+                    raise RuntimeError(f"{AGREEMENT_FILE_NAME} holds epoch {loaded}, the record selects {selected}")
+                for split in self.record.missing(selected):
+                    self.test(split)
+            print(f"=> The agreement-selected model is epoch {selected}")
+            self.final_epochs[SELECTED_BY_AGREEMENT] = selected
 
     def after_train(self) -> None:
         """The engine's end of training (final evaluation), then results.json."""
         self.final_epochs: Optional[Dict[str, int]] = None
         super().after_train()
         if self.final_epochs is not None:
-            self.write_results(self.final_epochs["best"], self.final_epochs["last"])
+            self.write_results(self.final_epochs["best"], self.final_epochs["last"],
+                               self.final_epochs.get(SELECTED_BY_AGREEMENT))
 
-    def write_results(self, best_epoch: int, last_epoch: int) -> str:
-        """Print both entries and write ``<OUTPUT_DIR>/results.json``; returns its path."""
+    def write_results(self, best_epoch: int, last_epoch: int, selected_epoch: Optional[int] = None) -> str:
+        """Print the entries and write ``<OUTPUT_DIR>/results.json``; returns its path.
+
+        ``selected_epoch`` (held-out model selection) adds the ``selected_by_agreement`` entry.
+        """
         best, last = self.record.entry(best_epoch), self.record.entry(last_epoch)
         if self.protocol == "cross":
             print(f"=> Best-on-val model: epoch {best['epoch']}, accuracy {best['accuracy']:.2f}%")
@@ -331,7 +505,12 @@ class DistillTrainer(TrainerX):
             for title, entry in (("Best-on-base model", best), ("Last-epoch model", last)):
                 print(f"=> {title}: epoch {entry['epoch']}, base {entry['base']:.2f}%, new {entry['new']:.2f}%, "
                       f"HM {entry['hm']:.2f}%")
-        results = build_results(self.cfg, self.protocol, best, last)
+        extra = {}
+        if selected_epoch is not None:
+            selected = {**self.record.selected_entry(selected_epoch), "holdout_images": len(self.holdout_items)}
+            print(f"=> Agreement-selected model: {selected}")
+            extra[SELECTED_BY_AGREEMENT] = selected
+        results = build_results(self.cfg, self.protocol, best, last, extra=extra)
         # The real per-class sample counts when DATASET.NUM_SHOTS asked for more than some class has.
         shots_per_class = getattr(self.dm.dataset, "shots_per_class", None)
         if shots_per_class is not None:

@@ -2,7 +2,8 @@
 
 ``protocol`` says what a run measured and which entries ``best`` / ``last`` hold:
 
-- ``base2novel`` (distillation, PromptKD's transductive protocol) and ``base2new`` (supervised prompt
+- ``base2novel`` (distillation, PromptKD's transductive protocol), ``base_only`` (distillation on the
+  base classes' unlabelled images only, scored as base2novel) and ``base2new`` (supervised prompt
   learners, CoOp's inductive protocol: trained on the base classes, tested on base and new):
   ``{"epoch", "base", "new", "hm"}``;
 - ``cross`` (distillation on a target dataset), ``fewshot`` (a supervised run on all classes, e.g. the
@@ -13,7 +14,12 @@ Supervised and evaluation records also carry ``subsample`` (``DATASET.SUBSAMPLE_
 ``split``; evaluation records carry ``"eval_only": true``, ``model_dir`` (the checkpoint folder, "" for
 untrained weights) and use the same entry for ``best`` and ``last``. An evaluation-only run of a
 distillation trainer scores both splits of its protocol, so its entry is that protocol's entry
-(``{"epoch", "base", "new", "hm"}`` for base2novel) and ``evaluated_protocol`` names it. Accuracies are percentages. The file
+(``{"epoch", "base", "new", "hm"}`` for base2novel) and ``evaluated_protocol`` names it.
+
+A distillation run with ``TRAINER.PROMPTKD.SELECT_HOLDOUT`` > 0 has one more entry beside ``best`` and
+``last``: ``selected_by_agreement`` (:data:`SELECTED_BY_AGREEMENT`), the protocol's entry of the epoch
+whose student agreed most with the teacher on held-out training images, plus ``agreement`` (%) and
+``holdout_images``. Accuracies are percentages. The file
 is written atomically (temporary file + rename), so a reader never sees half a file.
 """
 from __future__ import annotations
@@ -29,6 +35,8 @@ from dassl.utils import write_json
 from datasets.protocols import DISTILL_PROTOCOLS
 
 SUPERVISED_PROTOCOLS = ("base2new", "fewshot")
+# The extra entry of a run with held-out model selection (TRAINER.PROMPTKD.SELECT_HOLDOUT > 0).
+SELECTED_BY_AGREEMENT = "selected_by_agreement"
 EVALUATION_PROTOCOL = "evaluation"
 RESULT_PROTOCOLS = (*DISTILL_PROTOCOLS, *SUPERVISED_PROTOCOLS, EVALUATION_PROTOCOL)
 # Protocols whose entries are {"epoch", "accuracy"}; the others hold base / new / hm.

@@ -4,8 +4,9 @@ Where things come from (config keys):
 - the teacher checkpoint: ``TRAINER.PROMPTKD.TEACHER_CKPT`` or, when empty, PromptKD's folder layout
   under ``TRAINER.PROMPTKD.TEACHER_ROOT``: base2novel ``<root>/<DATASET.NAME>/VLPromptLearner/
   model-best.pth.tar`` (also under the spellings ``FGVCaircraft`` / ``StandfordCars`` of PromptKD's
-  README), cross ``<root>/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20``. PromptKD hard-codes
-  these paths (PromptKD quirks 3 and 12, docs/compatibility.md); here the root is configurable.
+  README; the base_only protocol uses this same base2novel teacher), cross
+  ``<root>/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20``. PromptKD hard-codes these paths
+  (PromptKD quirks 3 and 12, docs/compatibility.md); here the root is configurable.
 - the teacher's CLIP weights (the token embeddings, and the base the checkpoint is loaded onto):
   ``TRAINER.PROMPTKD.TEACHER_WEIGHTS`` or, when empty, ``TRAINER.PROMPTKD.TEACHER_NAME`` through
   ``clip``'s resolver. PromptKD's misspelt default name "ViT/L-14" is read as ViT-L/14 (PromptKD quirk 2).
@@ -218,14 +219,20 @@ class Teacher(nn.Module):
         return F.normalize(self.model.encode_image(image), dim=-1)
 
     @torch.no_grad()
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
-        """exp(logit_scale) * features @ cached text features.T (features from ``image_features``)."""
-        return self.logit_scale * features @ self.text_features.to(features.dtype).t()
+    def logits_from_features(self, features: torch.Tensor,
+                             class_vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """exp(logit_scale) * features @ class vectors.T (features from ``image_features``).
+
+        ``class_vectors`` defaults to the cached text features of all classes; a protocol that trains on
+        a subset of the classes (base_only) passes those rows, so the logits have one column per class.
+        """
+        vectors = self.text_features if class_vectors is None else class_vectors
+        return self.logit_scale * features @ vectors.to(features.dtype).t()
 
     @torch.no_grad()
-    def logits(self, image: torch.Tensor) -> torch.Tensor:
-        """exp(logit_scale) * norm(image features) @ cached text features.T, over all classes."""
-        return self.logits_from_features(self.image_features(image))
+    def logits(self, image: torch.Tensor, class_vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """exp(logit_scale) * norm(image features) @ class vectors.T (default: all classes' text features)."""
+        return self.logits_from_features(self.image_features(image), class_vectors)
 
 
 def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device] = None, verbose: bool = True) -> Teacher:

@@ -6,9 +6,11 @@ With the key on, each training image goes through the teacher once; later epochs
 same process with the same teacher and data, e.g. a benchmark's seeds and omegas) reuse the result.
 
 What is stored: the teacher's normalised image features per image path (``batch["impath"]``), not the
-logits themselves. The logits are then ``Teacher.logits_from_features(features)``: the very computation
-``Teacher.logits`` does after its image forward, so the result is the same, and runs whose class lists
-differ can share the features.
+logits themselves. The logits are then ``Teacher.logits_from_features(features, class_vectors)``: the
+very computation ``Teacher.logits`` does after its image forward, so the result is the same. The class
+set is applied after the cache, with the calling run's class vectors: a base_only run (logits over the
+base classes only) that reuses features a base2novel run cached gets exactly its own base-class logits,
+never another run's logits, so the class set is not (and need not be) part of the keys.
 
 Exactness needs a deterministic training transform: a random op in ``INPUT.TRANSFORMS`` is refused with
 a ``UserError`` naming it. Images are assumed not to change on disk while the process lives.
@@ -84,8 +86,10 @@ class TeacherOutputCache:
         self.store = store
         self.computed = 0  # images that went through the teacher's image tower in this run
 
-    def logits(self, image: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
-        """Teacher logits of ``image`` [B, ...] whose rows are the images named by ``keys``."""
+    def logits(self, image: torch.Tensor, keys: Sequence[str],
+               class_vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Teacher logits of ``image`` [B, ...] whose rows are the images named by ``keys``, over
+        ``class_vectors`` (default: all the teacher's classes)."""
         missing = [i for i, key in enumerate(keys) if key not in self.store]
         if missing:
             if len(missing) < len(keys):
@@ -95,7 +99,7 @@ class TeacherOutputCache:
                 self.store[keys[i]] = features[row]
             self.computed += len(missing)
         features = torch.stack([self.store[key] for key in keys])
-        return self.teacher.logits_from_features(features)
+        return self.teacher.logits_from_features(features, class_vectors)
 
 
 # --------------------------------------------------------------------------- disk cache
@@ -120,7 +124,9 @@ def disk_cache_key(cfg, teacher, device: torch.device, augmentation_seed: Option
 
     ``augmentation_seed`` is the seeded data's base seed, or None for a deterministic transform (the
     features then do not depend on seed or epoch). The training list enters by count and hash, so a
-    changed split is refused too.
+    changed split is refused too (a base_only run's list of base-class images, or a list without the
+    held-out images of ``SELECT_HOLDOUT``, is another list than base2novel's). The class set is not part
+    of the key: the files hold image features, and each run applies its own class vectors.
     """
     return {
         "checkpoint": list(_identity(teacher.checkpoint)),
@@ -218,14 +224,16 @@ class DiskTeacherCache:
             self._label = label
         return self._epoch
 
-    def logits(self, image: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Teacher logits of ``image`` [B, ...], the training views of data indices ``index`` in ``epoch``."""
+    def logits(self, image: torch.Tensor, index: torch.Tensor, epoch: int,
+               class_vectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Teacher logits of ``image`` [B, ...], the training views of data indices ``index`` in ``epoch``,
+        over ``class_vectors`` (default: all the teacher's classes)."""
         stored = self._load(epoch)
         index = torch.as_tensor(index, dtype=torch.long)
         if stored is None or not bool(stored["filled"][index].all()):
             self.computed += len(index)
-            return self.teacher.logits(image)
+            return self.teacher.logits(image, class_vectors)
         self.read += len(index)
         dtype = getattr(torch, stored["dtype"])
         features = stored["features"][index].to(device=image.device, dtype=dtype)
-        return self.teacher.logits_from_features(features)
+        return self.teacher.logits_from_features(features, class_vectors)
