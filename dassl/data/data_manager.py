@@ -93,7 +93,8 @@ def build_data_loader(cfg, sampler_type: str = "SequentialSampler", data_source:
 class DataManager:
     """Builds the dataset (reader by ``DATASET.NAME``), the transforms and the four loaders.
 
-    `protocol` (None or ``"base2novel"`` / ``"cross"``) is passed on to `build_dataset`.
+    `protocol` (None or a distillation protocol: ``"base2novel"`` / ``"base_only"`` / ``"cross"``) is passed on
+    to `build_dataset`.
     """
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None,

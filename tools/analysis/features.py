@@ -8,7 +8,7 @@ What is extracted, per evaluation image, with the run's trainer in eval mode and
   feature the run's RSM term uses (``TRAINER.RSM.IMAGE_FEATURE``); ``manifold_text`` are the text rows
   (``rsm.project_texts`` of the teacher's class vectors), one per class.
 
-Labels are global class indices (label order of ``dataset.classnames``). Under base2novel the trainer's
+Labels are global class indices (label order of ``dataset.classnames``). Under base2novel (and base_only) the trainer's
 ``val`` split holds the base classes' test images labelled 0..nb-1 and ``test`` the new classes' test images
 labelled 0..nn-1; the new labels are shifted by nb (the number of base classes) and every image carries
 ``is_new``. Under cross, val and test are the same images of all classes, read once, all marked base.
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dassl.data.datasets import num_base_classes
+from datasets.protocols import BASE_NEW_DISTILL_PROTOCOLS
 from dassl.utils import UserError
 
 # --split: which evaluation images are read.
@@ -62,7 +63,7 @@ class FeatureSet:
     def groups(self) -> Dict[str, np.ndarray]:
         """Row masks by name: ``all``, and for base2novel ``base`` / ``new`` (those present)."""
         masks = {"all": np.ones(len(self.labels), dtype=bool)}
-        if self.meta.get("protocol") == "base2novel":
+        if self.meta.get("protocol") in BASE_NEW_DISTILL_PROTOCOLS:
             if (~self.is_new).any():
                 masks["base"] = ~self.is_new
             if self.is_new.any():
@@ -100,7 +101,7 @@ def evaluation_parts(trainer: Any, split: str) -> List[Tuple[str, Any, int, bool
     if split not in SPLITS:
         raise UserError(f"--split must be one of {list(SPLITS)}, got {split!r}")
     n_classes = len(trainer.dm.dataset.classnames)
-    if trainer.protocol != "base2novel":
+    if trainer.protocol not in BASE_NEW_DISTILL_PROTOCOLS:
         loader = trainer.val_loader if split == "val" and trainer.val_loader is not None else trainer.test_loader
         return [("all classes", loader, 0, False)]
     if trainer.val_loader is None:
@@ -163,7 +164,7 @@ def extract_features(trainer: Any, split: str = "all", label: str = "",
             with trainer.precision.autocast():
                 manifold_text = student.rsm.project_texts(trainer.text_features).float().cpu().numpy()
     cfg = trainer.cfg
-    num_base = num_base_classes(n_classes) if trainer.protocol == "base2novel" else n_classes
+    num_base = num_base_classes(n_classes) if trainer.protocol in BASE_NEW_DISTILL_PROTOCOLS else n_classes
     meta = {"label": label or cfg.TRAINER.NAME, "trainer": cfg.TRAINER.NAME, "dataset": cfg.DATASET.NAME,
             "protocol": trainer.protocol, "split": split, "checkpoint_epoch": int(getattr(trainer, "weights_epoch", 0)),
             "num_base": num_base}

@@ -13,7 +13,7 @@ def build_dataset(cfg, protocol: Optional[str] = None):
     """Build the reader named by ``cfg.DATASET.NAME``.
 
     `protocol` is None for CoOp semantics (the reader is called as ``cls(cfg)``) or the
-    distillation protocol string (``"base2novel"`` / ``"cross"``), passed as ``protocol=``.
+    distillation protocol string (``"base2novel"`` / ``"base_only"`` / ``"cross"``), passed as ``protocol=``.
     An unknown name raises ValueError listing the registered names.
     """
     avai_datasets = DATASET_REGISTRY.registered_names()
