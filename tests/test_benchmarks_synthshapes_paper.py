@@ -49,7 +49,13 @@ def test_paper_plan_holds_the_papers_grid_once_each():
     expected |= {("PromptKD_RSM", "noisy", "16", w) for w in (1.0, 5.0, 10.0, 25.0, 100.0)}
     assert cells == expected
     variants = [r for r in runs if r.rsm_variant is not None]
-    assert {r.seed for r in runs} == {1, 2, 3} and len(runs) == 3 * len(expected) + len(variants)
+    batches = [r for r in runs if r.batch_lr is not None]
+    assert {r.seed for r in runs} == {1, 2, 3} and len(runs) == 3 * len(expected) + len(variants) + len(batches)
+    # The large-batch rule: PromptKD at batch 64 with the linearly scaled LR and without scaling, every seed.
+    assert {(r.trainer, r.shots, r.batch_lr) for r in batches} == {("PromptKD", "16", (64, 0.04)),
+                                                                   ("PromptKD", "16", (64, 0.005))}
+    assert {r.tag for r in batches} == {"b64_lr0.04", "b64_lr0.005"} and len(batches) == 6
+    assert all("DATALOADER.TRAIN_X.BATCH_SIZE 64 OPTIM.LR" in r.extra_opts for r in batches)
     # The opt-in variants of the term: PromptKD_RSM at omega 50, 16 noisy shots, every seed, own folders.
     assert {(r.trainer, r.variant, r.shots, r.omega) for r in variants} == {("PromptKD_RSM", "noisy", "16", 50.0)}
     assert {r.rsm_variant[1] for r in variants} == {"SCORE_TEMPERATURE", "CLASS_ALIGNED"} and len(variants) == 6
@@ -122,7 +128,9 @@ def test_paper_jobs_are_the_protocols_base2new_runs_with_the_paper_configs(tmp_p
         assert output_dir == bench.run_dir(run)
         assert f"shots_{run.shots}" in output_dir.parts and output_dir.name == f"seed{run.seed}"
         assert output_dir.parent.name == PAPER_CFG + (f"_{run.tag}" if run.tag else "")
-        if run.rsm_variant:
+        if run.batch_lr:
+            assert opts["DATALOADER.TRAIN_X.BATCH_SIZE"] == "64" and output_dir.parent.name.endswith(run.tag)
+        elif run.rsm_variant:
             assert output_dir.parent.name.endswith(f"_w50_{run.rsm_variant[0]}")
             assert opts[f"TRAINER.RSM.{run.rsm_variant[1]}"] == str(float(run.rsm_variant[2]))
         else:
@@ -189,6 +197,21 @@ def test_paper_report_pairs_each_rsm_variant_with_the_host_and_the_faithful_term
     assert row["paired_vs_faithful_RSM"]["hm"]["values"] == pytest.approx([6.0, 6.0])
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "| TRAINER.RSM.CLASS_ALIGNED 0.1 | 51.00 +- 10.00 |" in text and "| +1.00 +- 0.00 | +6.00 +- 0.00 |" in text
+
+
+def test_paper_report_pairs_the_large_batch_runs_with_batch_8(tmp_path, monkeypatch):
+    plan = PaperPlan("t", seeds=(1, 2), shots=("16",), other_variants=(), hosts=("PromptKD",), omegas=(0.0,),
+                     variants=(), batch_scaling=((64, 0.04),))
+    bench = _bench(tmp_path, plan)
+    monkeypatch.setattr(PaperBenchmark, "_extra_installed", lambda self: False)
+    for seed, level in ((1, 60.0), (2, 40.0)):
+        _write_result(bench, PaperRun("PromptKD", "noisy", "16", seed), level, level)
+        _write_result(bench, PaperRun("PromptKD", "noisy", "16", seed, batch_lr=(64, 0.04)), level - 3, level - 3)
+    bench.report()
+    rows = bench.summary["batch_scaling"]
+    assert [(r["batch"], r["lr"]) for r in rows] == [(8, 0.005), (64, 0.04)]
+    assert rows[1]["paired_vs_batch8"]["hm"]["values"] == pytest.approx([-3.0, -3.0])
+    assert "| 64 | 0.04 | 47.00 +- 10.00 |" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_hosts_and_rsm_versions_pair_up():
