@@ -7,6 +7,11 @@
 #                                              at 4/16/30/full shots, seeds 1-3, omega sweep (benchmarks/synthshapes/paper.py)
 #   bash scripts/synth_benchmark.sh --paper-quick   a cut of --paper (2 seeds, 4 and 16 shots, omegas 0/5/50/100;
 #                                              28 runs) sized to fit 30 minutes on 2 cores with the cache
+#   bash scripts/synth_benchmark.sh --baselines     the baseline table on SynthShapesNoisy, seeds 1-3, on the full run's
+#                                              cached CLIPs, teachers and zero-shot runs: zero-shot CLIP, CoOp, CoCoOp,
+#                                              IVLP, MaPLe, PromptSRC, PromptKD, PromptKD_RSM, KDPL, KDPL_RSM, each on
+#                                              the student CLIP (benchmarks/synthshapes/baselines.py)
+#   bash scripts/synth_benchmark.sh --baselines-tiny   the same pipeline on the CI-sized tiny plan (a pipeline check)
 # Other options: --cache DIR (default $AME_CACHE or ~/.cache/ame/synthshapes), --output DIR
 # (default output/synthshapes/<mode>), --workers N, --threads N, --seeds S ... ; see --help.
 # Pretrained CLIPs, datasets and teachers are cached and reused; finished runs are skipped on a rerun.

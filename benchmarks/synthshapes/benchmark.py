@@ -1,9 +1,10 @@
 """The SynthShapes benchmark: the whole PromptKD / AME setting in miniature, on CPU, in one command.
 
-    python -m benchmarks.synthshapes.benchmark [--quick | --mode M | --paper | --paper-quick] [--cache DIR] [--output DIR]
-    bash scripts/synth_benchmark.sh [--quick | --paper | --paper-quick]
+    python -m benchmarks.synthshapes.benchmark [--quick | --mode M | --paper[-quick] | --baselines[-tiny]] [--cache DIR] [--output DIR]
+    bash scripts/synth_benchmark.sh [--quick | --paper | --paper-quick | --baselines | --baselines-tiny]
 
 (--paper / --paper-quick: the AME paper's training regime on this mode's cache, benchmarks/synthshapes/paper.py;
+--baselines: the table of every baseline on SynthShapesNoisy on this mode's cache, benchmarks/synthshapes/baselines.py;
 --mode demo: the plan of scripts/demo.sh's real-learning run; benchmarks/synthshapes/demo.py runs it and says
 what its numbers mean.)
 
@@ -566,7 +567,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--paper", action="store_true",
                         help="the AME paper's training regime on this cache (benchmarks/synthshapes/paper.py)")
     parser.add_argument("--paper-quick", action="store_true", help="a cut of --paper that fits about 30 minutes")
+    parser.add_argument("--baselines", action="store_true",
+                        help="zero-shot, CoOp, CoCoOp, IVLP, MaPLe, PromptSRC, PromptKD(_RSM), KDPL(_RSM) on "
+                             "SynthShapesNoisy, seeds 1-3, on this cache (benchmarks/synthshapes/baselines.py)")
+    parser.add_argument("--baselines-tiny", action="store_true", help="the --baselines pipeline on the tiny plan")
     args = parser.parse_args(argv)
+    if args.baselines or args.baselines_tiny:
+        from benchmarks.synthshapes.baselines import main as baselines_main   # imports this module: loaded on demand
+
+        passed = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--baselines", "--baselines-tiny")]
+        return baselines_main(["--mode", "baselines-tiny" if args.baselines_tiny else "baselines", *passed])
     if args.paper or args.paper_quick:
         from benchmarks.synthshapes.paper import main as paper_main   # imports this module: loaded on demand
 
