@@ -212,3 +212,31 @@ def test_load_returns_prompted_model_and_preprocess(tmp_path, tiny_sd):
     expected = (128 / 255 - torch.tensor(clip.OPENAI_DATASET_MEAN)) / torch.tensor(clip.OPENAI_DATASET_STD)
     assert torch.allclose(image[:, 16, 16], expected, atol=1e-5)
     assert model.encode_image(image[None]).shape == (1, 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_build_taking_tensors_gives_the_same_model_without_copying(tiny_sd, dtype):
+    """``take_tensors=True`` builds the same float32 model bit for bit (fp32 files and the official fp16
+    ones); with float32 weights the model's tensors are the dict's own (no second copy in memory)."""
+    stored = {k: v.to(dtype) for k, v in tiny_sd.items()}
+    design = {"trainer": "IVLP", "vision_depth": 2, "language_depth": 2, "vision_ctx": 2, "language_ctx": 2}
+    torch.manual_seed(3)
+    copied = clip.build_model(dict(stored), design)
+    torch.manual_seed(3)
+    taken_from = dict(stored)
+    taken = clip.build_model(taken_from, design, take_tensors=True)
+    copied_state, taken_state = copied.state_dict(), taken.state_dict()
+    assert list(copied_state) == list(taken_state)
+    for key, value in copied_state.items():
+        other = taken_state[key]
+        assert other.dtype == value.dtype == torch.float32 and other.is_contiguous(), key
+        assert torch.equal(other, value), key
+    assert [(n, type(p), p.requires_grad) for n, p in copied.named_parameters()] == \
+        [(n, type(p), p.requires_grad) for n, p in taken.named_parameters()]
+    shared = [k for k, v in taken_from.items() if v.data_ptr() == taken_state[k].data_ptr()]
+    if dtype == torch.float32:
+        assert len(shared) == len(taken_from)  # every weight is the loaded tensor itself
+    else:
+        assert shared == []  # converted to float32 one tensor at a time
+    assert not any(v.data_ptr() == copied_state[k].data_ptr() for k, v in stored.items())
+    assert any("VPT" in k for k in taken_state)  # the prompts (absent from the dict) are initialised too

@@ -51,3 +51,22 @@ def test_size_choice():
     assert bench_train.pick_sizes(True) is bench_train.SMALL
     assert bench_train.pick_sizes("tiny") is bench_train.TINY
     assert bench_train.REAL["teacher"]["vision_width"] == 1024 and bench_train.REAL["student"]["vision_patch_size"] == 16
+
+
+def test_cpu_peak_memory_is_the_process_own_not_its_parent(tmp_path):
+    """A fresh process started after its parent touched 1.5 GiB reports its own peak (VmHWM), not the
+    parent's (``ru_maxrss`` of a child starts from the parent's peak on Linux)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    block = bytearray(3 * 2 ** 29)
+    block[::4096] = b"\x01" * len(block[::4096])  # resident, then freed before the child starts
+    del block
+    repo = Path(__file__).resolve().parents[1]
+    code = "from tools.bench_train import peak_memory_mb; print(peak_memory_mb('cpu'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    child_peak = float(out.stdout.strip())
+    assert 0 < child_peak < 1024  # importing torch is a few hundred MiB; the parent's 1.5 GiB is not counted

@@ -128,3 +128,34 @@ def test_missing_and_unexpected_keys_are_reported(world, capsys):
     assert "unexpected keys ignored (1): ['prompt_learner.extra_thing']" in out
     assert "missing from the checkpoint" in out and "text_encoder.ln_final.weight" in out
     assert teacher.model.text_encoder.ln_final.weight.shape == removed.shape
+
+
+def test_teacher_weights_are_bit_identical_to_copy_then_load(world):
+    """The teacher takes the loaded CLIP tensors instead of copying them (one copy of the weights in
+    memory while it is built); its weights and text features are exactly those of building a copy of the
+    CLIP weights and loading the checkpoint over it. The checkpoint's tower weights differ from the CLIP
+    file here, and one is missing (kept from the CLIP file), so both sources are checked."""
+    generator = torch.Generator().manual_seed(7)
+    state = {k: (v + 0.01 * torch.randn(v.shape, generator=generator)
+                 if k.startswith(("image_encoder.", "text_encoder.")) and v.is_floating_point() else v)
+             for k, v in world["state"].items()}
+    kept_from_clip = state.pop("image_encoder.ln_post.weight")
+    ckpt = tiny.write_teacher_checkpoint(str(world["folder"] / "exact" / "model-best.pth.tar"), state)
+    teacher = build_teacher(_teacher_cfg(world, ckpt), CLASSNAMES, verbose=False)
+
+    d = tiny.TEACHER_DESIGN
+    design = ivlp_design_details(d["n_ctx_vision"], d["n_ctx_text"], d["depth_vision"], d["depth_text"])
+    clip_state = clip.load_state_dict(world["teacher_weights"])
+    reference = PromptedCLIP(CLASSNAMES, clip.build_model(clip_state, design), n_ctx_text=d["n_ctx_text"],
+                             verbose=False)
+    reference.load_state_dict({k: v for k, v in state.items() if "ZS_image_encoder" not in k}, strict=False)
+    expected, actual = reference.state_dict(), teacher.model.state_dict()
+    assert list(actual) == list(expected)
+    for key, value in expected.items():
+        assert actual[key].dtype == value.dtype and torch.equal(actual[key], value), key
+    assert torch.equal(actual["image_encoder.ln_post.weight"], clip_state["visual.ln_post.weight"])
+    assert not torch.equal(actual["image_encoder.ln_post.weight"], kept_from_clip)  # really from the CLIP file
+    assert not torch.equal(actual["image_encoder.conv1.weight"], clip_state["visual.conv1.weight"])
+    with torch.no_grad():
+        expected_features = F.normalize(reference.encode_text().float(), dim=-1)
+    assert torch.equal(teacher.text_features, expected_features)

@@ -3,7 +3,8 @@
 
 Measures, for PromptKD, PromptKD_RSM and Simple_RSM built exactly as ``train.py`` builds them (random
 weights, a throw-away fake dataset with ``--classes`` classes, synthetic batches):
-- images/s of ``forward_backward`` and peak memory (CUDA: max allocated; CPU: process max RSS);
+- images/s of ``forward_backward`` and peak memory (CUDA: max allocated; CPU: the process's own peak
+  resident set, VmHWM, not counting data-loader worker processes);
 - the teacher text-feature caching gain: PromptKD's step with the cached class vectors versus the
   same step plus a full teacher text-encoder pass over all classes (what the original PromptKD code
   does at every step: PromptKD quirk 1 in docs/compatibility.md);
@@ -88,8 +89,8 @@ def install_random_weights(sizes: Dict[str, dict], classnames) -> Dict[str, dict
     original = clip.load_state_dict
 
     def load_state_dict(name_or_path, **kwargs):
-        if str(name_or_path) in states:
-            return dict(states[str(name_or_path)])
+        if str(name_or_path) in states:  # the caller's own tensors, as from a file (a model may take them)
+            return {k: v.clone() for k, v in states[str(name_or_path)].items()}
         return original(name_or_path, **kwargs)
 
     clip.load_state_dict = load_state_dict
@@ -206,9 +207,22 @@ def time_it(fn: Callable[[], object], steps: int, warmup: int, device: str) -> f
 
 
 def peak_memory_mb(device: str) -> float:
+    """Peak memory in MiB: CUDA's max allocated; on the CPU this process's own peak resident set (VmHWM).
+
+    ``getrusage``'s ``ru_maxrss`` is not used on Linux: a process started from another one reports at least
+    the parent's resident size at the fork (kept across exec), so a fresh worker started by a parent that
+    wrote gigabytes of weights would report the parent's peak. Data-loader workers are other processes:
+    their memory is not counted (the benchmarks load data in the main process)."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: KiB on Linux
 
 
 def bench_one(trainer, device: str, batch: int, steps: int, warmup: int, extra: bool) -> Dict[str, float]:
@@ -411,7 +425,8 @@ def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, 
 
 def format_real_sizes(results: Dict[str, Dict[str, float]], device: str, small: bool, classes: int, batch: int) -> str:
     sizes = sizes_label(small)
-    lines = [f"{device}; {sizes}; batch {batch}; {classes} classes; one fresh process per trainer", "",
+    lines = [f"{device}; {sizes}; batch {batch}; {classes} classes; one fresh process per trainer; peak memory: "
+             f"{'max CUDA memory allocated' if device == 'cuda' else 'each process its own peak RSS (VmHWM)'}", "",
              "| trainer | step (s) | epoch with data loading (s) | batches | peak memory (MiB) |", "|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['step_s']:.3f} | {r['epoch_s']:.2f} | {r['epoch_batches']} | {r['peak_mem_mb']:.0f} |")

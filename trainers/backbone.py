@@ -37,10 +37,15 @@ def load_clip_state_dict(name_or_path: str, config_keys: str) -> dict:
         raise UserError(f"Cannot load CLIP weights {name_or_path!r} (set by {config_keys}): {error}") from error
 
 
-def build_clip(state_dict: dict, design_details: Optional[Mapping], source: str) -> nn.Module:
-    """``clip.build_model`` (float32) with a ``UserError`` naming the weights when they do not fit the design."""
+def build_clip(state_dict: dict, design_details: Optional[Mapping], source: str,
+               take_tensors: bool = False) -> nn.Module:
+    """``clip.build_model`` (float32) with a ``UserError`` naming the weights when they do not fit the design.
+
+    ``take_tensors``: the model takes the state dict's tensors instead of copying them (one copy of the
+    weights in memory instead of two while it is built); only for a dict that the caller then drops.
+    """
     try:
-        return clip.build_model(state_dict, design_details)
+        return clip.build_model(state_dict, design_details, take_tensors=take_tensors)
     except (ValueError, KeyError) as error:
         raise UserError(f"Cannot build CLIP from {source!r} with prompt design {design_details}: {error}") from error
 

@@ -260,7 +260,10 @@ def build_teacher(cfg, classnames: Sequence[str], device: Optional[torch.device]
     clip_state = load_clip_state_dict(weights, "TRAINER.PROMPTKD.TEACHER_WEIGHTS / TEACHER_NAME")
     design_details = ivlp_design_details(design["n_ctx_vision"], design["n_ctx_text"], design["depth_vision"],
                                          design["depth_text"])
-    clip_model = build_clip(clip_state, design_details, f"{weights} (for the teacher checkpoint {ckpt_path})")
+    # The model takes the loaded tensors (no copy): the checkpoint, the CLIP weights and a built copy of
+    # them would otherwise all be in memory at once, the peak of a whole training run.
+    clip_model = build_clip(clip_state, design_details, f"{weights} (for the teacher checkpoint {ckpt_path})",
+                            take_tensors=True)
     del clip_state
     model = PromptedCLIP(
         classnames,
