@@ -70,3 +70,16 @@ def test_cpu_peak_memory_is_the_process_own_not_its_parent(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(repo)})
     child_peak = float(out.stdout.strip())
     assert 0 < child_peak < 1024  # importing torch is a few hundred MiB; the parent's 1.5 GiB is not counted
+
+
+def test_a_measuring_process_that_dies_without_a_result_is_an_error_not_a_hang():
+    import multiprocessing
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    worker = context.Process(target=os._exit, args=(3,))  # exits at once, puts nothing
+    worker.start()
+    out, error = bench_train._result_of(worker, results, "PromptKD")
+    worker.join()
+    assert out is None and "PromptKD" in error and "code 3" in error

@@ -386,6 +386,23 @@ def _epoch_worker(spec: Dict[str, object], results) -> None:
         results.put((None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"))
 
 
+def _result_of(worker, results, name: str):
+    """The (result, error) a measuring process puts on `results`; an error instead of waiting for ever when
+    the process dies without one (killed for memory, a crash in native code)."""
+    import queue as queue_module
+
+    while True:
+        try:
+            return results.get(timeout=2.0)
+        except queue_module.Empty:
+            if not worker.is_alive():
+                try:  # it may have put its result just before exiting
+                    return results.get(timeout=2.0)
+                except queue_module.Empty:
+                    return None, (f"the measuring process of {name} exited with code {worker.exitcode} without a "
+                                  "result (out of memory?)")
+
+
 def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, batch: int = 8, steps: int = 3,
                    warmup: int = 1, prec: Optional[str] = None, train_per_class: int = 1,
                    trainers=("PromptKD", "PromptKD_RSM")) -> Dict[str, Dict[str, float]]:
@@ -415,7 +432,7 @@ def run_real_sizes(device: str = "cpu", small: bool = False, classes: int = 37, 
                     "batch": batch, "steps": steps, "warmup": warmup, "trainer": name, "weights": weights}
             worker = context.Process(target=_epoch_worker, args=(spec, queue))
             worker.start()
-            out, error = queue.get()
+            out, error = _result_of(worker, queue, name)
             worker.join()
             if error:
                 raise SystemExit(f"error: {name}: {error}")
