@@ -53,8 +53,9 @@ def test_paper_plan_holds_the_papers_grid_once_each():
     assert {r.seed for r in runs} == {1, 2, 3} and len(runs) == 3 * len(expected) + len(variants) + len(batches)
     # The large-batch rule: PromptKD at batch 64 with the linearly scaled LR and without scaling, every seed.
     assert {(r.trainer, r.shots, r.batch_lr) for r in batches} == {("PromptKD", "16", (64, 0.04)),
+                                                                   ("PromptKD", "16", (64, 0.0141)),
                                                                    ("PromptKD", "16", (64, 0.005))}
-    assert {r.tag for r in batches} == {"b64_lr0.04", "b64_lr0.005"} and len(batches) == 6
+    assert {r.tag for r in batches} == {"b64_lr0.04", "b64_lr0.0141", "b64_lr0.005"} and len(batches) == 9
     assert all("DATALOADER.TRAIN_X.BATCH_SIZE 64 OPTIM.LR" in r.extra_opts for r in batches)
     # The opt-in variants of the term: PromptKD_RSM at omega 50, 16 noisy shots, every seed, own folders.
     assert {(r.trainer, r.variant, r.shots, r.omega) for r in variants} == {("PromptKD_RSM", "noisy", "16", 50.0)}
