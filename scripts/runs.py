@@ -577,15 +577,17 @@ def _training(name: str, dataset: str, seed: str, settings: Settings) -> RunSpec
     (and was made with the same configuration). KD_WEIGHT applies to the rows that pass a KD weight."""
     call = _check(PROTOCOLS[name], dataset, seed, settings)
     folder = call.folder()
+    finished = Path(folder, RESULTS_FILENAME).is_file()
+    if not finished:  # before the KD-weight lookup, which loads torch: a missing dataset is reported at once
+        check_data(settings.data, dataset)
     extra = extra_opts(settings)
     kd_weight = None
     if call.protocol.kd_weight is not None:
         kd_weight = settings.kd_weight or call.protocol.kd_weight(dataset)
     argv = call.argv(folder, kd_weight=kd_weight, extra=extra)
-    if Path(folder, RESULTS_FILENAME).is_file():
+    if finished:
         check_finished_run(folder, argv)
         return RunSpec(name, dataset, Path(folder), notes=(_skip_message(folder),))
-    check_data(settings.data, dataset)
     return RunSpec(name, dataset, Path(folder), runs=(call.run(folder, argv, kd_weight=kd_weight or ""),))
 
 
