@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -89,7 +90,9 @@ environment overrides: DATA, TRAINER, SHOTS, CFG, TEACHER_ROOT, OUTPUT_ROOT, EXT
                 or of the last one the run saved (inductive trainers)""",
     "xd_train": f"""\
 usage: scripts/xd_train.sh <dataset> <seed>
-  e.g. bash scripts/xd_train.sh dtd 1
+  e.g. bash scripts/xd_train.sh dtd 1                  (distillation: from the ImageNet-xd teacher, on a target)
+       TRAINER=CoOp bash scripts/xd_train.sh imagenet 1  (supervised: once on ImageNet, all classes, SHOTS shots;
+                                                          then xd_test.sh <target> / dg_test.sh <variant>)
 environment overrides (defaults in brackets):
 {_SHARED_ENV.format(cfg=PROTOCOLS["xd_train"].cfg)}
   KD_WEIGHT     KD loss weight                                [PromptKD's ImageNet weight, trainers/config.py]
@@ -253,8 +256,10 @@ def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
 
     failed = []
     for trainer in _listed(env, "TRAINERS", [protocol.trainer]):
+        # the trainer's own row of the protocol gives the default datasets (supervised xd: imagenet only)
+        row = _trainer_row(protocol.name, settings, trainer) or protocol
         for shots in _listed(env, "SHOTS_LIST", protocol.shots_list):
-            for dataset in _listed(env, "DATASETS", protocol.datasets):
+            for dataset in _listed(env, "DATASETS", row.datasets or protocol.datasets):
                 for seed in _listed(env, "SEEDS", ["1", "2", "3"]):
                     if dry_run:
                         say(f"TRAINER={trainer} SHOTS={shots} bash scripts/{protocol.name}.sh {dataset} {seed}")
@@ -268,6 +273,14 @@ def run_all(args: Sequence[str], env: Mapping[str, str]) -> int:
     say("")
     subprocess.call([sys.executable, "tools/parse_results.py", settings.output_root], cwd=REPO_ROOT)
     return _report_failures(failed)
+
+
+def _trainer_row(script: str, settings: Settings, trainer: str):
+    """The PROTOCOLS row `script` uses for `trainer` (None for an unknown trainer: its call reports it)."""
+    try:
+        return runs.protocol_for(script, replace(settings, trainer=trainer))
+    except ScriptError:
+        return None
 
 
 def run_paper_table(table: str, env: Mapping[str, str]) -> int:

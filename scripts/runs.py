@@ -114,7 +114,8 @@ DISTILLATION = "distillation"   # PromptKD's transductive protocol: unlabelled i
 INDUCTIVE = "inductive"         # CoOp's protocol: shots of the training classes, base and new scored in one run
 
 
-FEWSHOT_MODEL_SCRIPTS = ("fewshot_train", "xd_test", "dg_test")   # scripts of a trainer's few-shot CFG
+# Scripts of a trainer's few-shot CFG: its all-class training and the evaluations of its ImageNet model
+FEWSHOT_MODEL_SCRIPTS = ("fewshot_train", "xd_train", "xd_test", "dg_test")
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,12 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              opts=("DATASET.SUBSAMPLE_CLASSES", "all", "TRAINER.MODAL", "cross", "TRAINER.PROMPTKD.TEMPERATURE", "1.0"),
              kd_weight=_cross_dataset_kd_weight, passes_teacher_root=True, datasets=CROSS_DATASET_TARGETS,
              trains=True),
+    # Supervised cross-dataset training (CoOp's protocol): once, on ImageNet's 1000 classes with SHOTS labelled
+    # shots each; the run is the fewshot_train run, in its folder, so xd_test.sh / dg_test.sh find it.
+    Protocol("xd_train_inductive", f"fewshot/{_FOLDER}", "CoOp", "",
+             "Run (cross-dataset source, all classes): {trainer} on {dataset}, seed {seed}, shots {shots} -> "
+             "{output_dir}", opts=("DATASET.SUBSAMPLE_CLASSES", "all"), family=INDUCTIVE, script="xd_train",
+             datasets=("imagenet",), trains=True),
     Protocol("teacher_train", f"teacher/base2new/{_FOLDER}", "PromptSRC", "vit_l14_c2_ep20_batch8_4+4ctx", _TEACHER,
              opts=("DATASET.SUBSAMPLE_CLASSES", "base"), fixed_trainer=True, trains=True,
              installs="{name}/VLPromptLearner/model-best.pth.tar"),
@@ -600,7 +607,14 @@ def base2new_train(dataset: str, seed: str, settings: Settings = Settings()) -> 
 
 
 def xd_train(dataset: str, seed: str, settings: Settings = Settings()) -> RunSpec:
-    """Cross-dataset distillation from the ImageNet-xd teacher on one target dataset, all its classes."""
+    """Cross-dataset training. A distillation trainer: distillation from the ImageNet-xd teacher on one target
+    dataset, all its classes. An inductive trainer: its one source run on ImageNet, all classes, SHOTS
+    labelled shots (the fewshot_train run), which xd_test.sh then evaluates on each target."""
+    row = protocol_for("xd_train", settings)
+    if row.family == INDUCTIVE and dataset != "imagenet":
+        raise ScriptError(f"xd_train.sh trains {row.default_trainer(settings)} once, on imagenet (its source "
+                          f"dataset), not on {dataset}: run xd_train.sh imagenet <seed>, then xd_test.sh {dataset} "
+                          "<seed> to evaluate it there")
     return _training("xd_train", dataset, seed, settings)
 
 

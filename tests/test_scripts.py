@@ -417,7 +417,7 @@ def test_inductive_base2new_test_scores_base_and_new_on_the_test_split(tmp_path)
 def test_trainer_family_errors():
     with pytest.raises(ScriptError, match="unknown TRAINER 'Nope'.*CoOp"):
         runs.base2new_train("dtd", "1", Settings(trainer="Nope"))
-    with pytest.raises(ScriptError, match="xd_train.sh does not run CoOp .*PromptKD_RSM.*fewshot_train.sh imagenet"):
+    with pytest.raises(ScriptError, match="xd_train.sh trains CoOp once, on imagenet .*xd_test.sh dtd"):
         runs.xd_train("dtd", "1", Settings(trainer="CoOp"))
     with pytest.raises(ScriptError, match="fewshot_train.sh does not run PromptKD .*CoOp"):
         runs.fewshot_train("dtd", "1", Settings(trainer="PromptKD"))
@@ -563,3 +563,21 @@ def test_full_shot_imagenet_distillation_gets_the_paper_preset(tmp_path):
     spec.output_dir.mkdir(parents=True)
     test = runs.base2new_test("imagenet", "1", settings)
     assert test.output_dir == spec.output_dir
+
+
+def test_supervised_xd_train_is_the_imagenet_source_run_that_xd_test_evaluates(tmp_path):
+    settings = Settings(data=_data(tmp_path, "imagenet"), output_root=str(tmp_path / "out"), trainer="PromptSRC")
+    spec = runs.xd_train("imagenet", "1", settings)
+    fewshot = runs.fewshot_train("imagenet", "1", settings)
+    assert spec.output_dir == fewshot.output_dir            # one run, one folder
+    assert spec.runs[0].argv == fewshot.runs[0].argv
+    assert _value(spec.runs[0].argv, "DATASET.SUBSAMPLE_CLASSES") == "all"
+    assert _value(spec.runs[0].argv, "DATASET.NUM_SHOTS") == "16"
+    # xd_test finds it by default (same CFG: the trainer's few-shot one)
+    spec.output_dir.mkdir(parents=True)
+    (spec.output_dir / "VLPromptLearner").mkdir()
+    (spec.output_dir / "VLPromptLearner" / "checkpoint").write_text("model.pth.tar-50\n")
+    (spec.output_dir / "VLPromptLearner" / "model.pth.tar-50").write_bytes(b"")
+    (tmp_path / runs.DATASET_FOLDERS["dtd"]).mkdir()
+    test = runs.xd_test("dtd", "1", replace(settings, data=str(tmp_path)))
+    assert _value(test.runs[0].argv, "--model-dir") == str(spec.output_dir)
