@@ -19,7 +19,6 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
-from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import torch

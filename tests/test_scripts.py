@@ -445,7 +445,7 @@ def test_fewshot_train_all_classes_and_skip(tmp_path):
 def test_transfer_tests_evaluate_the_imagenet_model(tmp_path, name, target, folder):
     settings = Settings(data=_data(tmp_path, target), output_root=str(tmp_path / "out"), trainer="IVLP")
     build = runs.BUILDERS[name]
-    with pytest.raises(ScriptError, match=f"no trained run at .*fewshot/imagenet/.*fewshot_train.sh imagenet 1"):
+    with pytest.raises(ScriptError, match="no trained run at .*fewshot/imagenet/.*fewshot_train.sh imagenet 1"):
         build(target, "1", settings)
     model = tmp_path / "out/fewshot/imagenet/shots_16/IVLP/vit_b16_c2_ep20_batch4_4+4ctx/seed1"
     _trained(model, epoch=20, model="VLPromptLearner")
