@@ -253,3 +253,16 @@ def test_datum_pickle_cache_loads_safely(files, tmp_path):
     with pytest.raises(Exception, match="evil.pkl"):
         load_datum_pickle(str(evil))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_keep_train_x_narrows_the_training_list_and_refuses_foreign_items(tmp_path):
+    items = []
+    for i in range(4):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(b"x")
+        items.append(Datum(impath=str(path), label=i % 2, classname=f"c{i % 2}"))
+    dataset = DatasetBase(train_x=items, test=items)
+    dataset.keep_train_x(items[:3])
+    assert dataset.train_x == items[:3] and dataset.num_classes == 2
+    with pytest.raises(ValueError, match="subset"):
+        dataset.keep_train_x([Datum(impath=str(tmp_path / "0.jpg"), label=0, classname="c0")])

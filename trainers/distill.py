@@ -170,7 +170,7 @@ class DistillTrainer(TrainerX):
         kept, held = holdout_split(dm.dataset.train_x, self.holdout_fraction, cfg.SEED, cfg.DATASET.ROOT)
         # The dataset's training list becomes the kept images, so everything keyed by it (the teacher
         # disk cache, tools/cache_teacher.py) sees the list that is trained on.
-        dm.dataset._train_x = kept
+        dm.dataset.keep_train_x(kept)
         loaders = cfg.DATALOADER
         dm.train_loader_x = build_loader(
             cfg, sampler_type=loaders.TRAIN_X.SAMPLER, data_source=kept, batch_size=loaders.TRAIN_X.BATCH_SIZE,

@@ -124,6 +124,14 @@ class DatasetBase:
     def train_x(self):
         return self._train_x
 
+    def keep_train_x(self, items: List[Datum]) -> None:
+        """Narrow the labelled training list to `items`, a subset of it (e.g. when images are held out for
+        model selection). Class names and counts stay those of the whole dataset."""
+        known = {id(item) for item in self._train_x}
+        if any(id(item) not in known for item in items):
+            raise ValueError("keep_train_x takes a subset of the current training items")
+        self._train_x = list(items)
+
     @property
     def train_u(self):
         return self._train_u
