@@ -265,20 +265,13 @@ def bench_one(trainer, device: str, batch: int, steps: int, warmup: int, extra: 
 def run(device: str = "cuda", small: bool = False, classes: int = 100, batch: int = 8, steps: int = 10,
         warmup: int = 3, prec: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Benchmark every trainer; returns trainer -> measurements (and an ``rsm_overhead_pct`` entry)."""
-    from tools.make_fake_dataset import make_fake_dataset
-
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available (use --device cpu --small)")
     sizes = pick_sizes(small)
     prec = prec or ("fp16" if device == "cuda" else "fp32")
     results: Dict[str, Dict[str, float]] = {}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench_train_") as work:
-        root = os.path.join(work, "data")
-        make_fake_dataset("Caltech101", root, num_classes=classes, train_per_class=1, val_per_class=1,
-                          test_per_class=1, image_size=16)
-        ckpt = Path(work, "teacher_model", "Caltech101", "VLPromptLearner", "model-best.pth.tar")
-        ckpt.parent.mkdir(parents=True)
-        ckpt.write_bytes(b"")  # placeholder: the state dict is served from memory
+        root = _fake_world(work, classes)
         classnames = [f"class {i}" for i in range(classes)]
         stack.enter_context(served_random_weights(sizes, classnames))
         for name in TRAINERS:
@@ -601,8 +594,6 @@ def _time_processes(nproc: int, threads: int, spec: Dict[str, object]) -> float:
 def run_ddp(nproc: int, device: str = "cpu", small: bool = True, classes: int = 100, batch: int = 8,
             steps: int = 10, warmup: int = 3, prec: Optional[str] = None) -> Dict[str, float]:
     """PromptKD's step in `nproc` processes (batch / nproc images each) against one process (`batch` images)."""
-    from tools.make_fake_dataset import make_fake_dataset
-
     if nproc < 2:
         raise SystemExit("error: --ddp needs at least 2 processes")
     if batch % nproc:
@@ -612,12 +603,7 @@ def run_ddp(nproc: int, device: str = "cpu", small: bool = True, classes: int = 
     prec = prec or ("fp16" if device == "cuda" else "fp32")
     cores = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="bench_ddp_") as work:
-        root = os.path.join(work, "data")
-        make_fake_dataset("Caltech101", root, num_classes=classes, train_per_class=1, val_per_class=1,
-                          test_per_class=1, image_size=16)
-        ckpt = Path(work, "teacher_model", "Caltech101", "VLPromptLearner", "model-best.pth.tar")
-        ckpt.parent.mkdir(parents=True)
-        ckpt.write_bytes(b"")  # placeholder: the state dict is served from memory
+        root = _fake_world(work, classes)
         spec = {"root": root, "work": work, "small": small, "classes": classes, "device": device, "prec": prec,
                 "batch": batch, "steps": steps, "warmup": warmup}
         one = _time_processes(1, cores, spec)

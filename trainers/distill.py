@@ -55,7 +55,7 @@ from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import UserError, load_checkpoint, load_pretrained_weights
 from dassl.utils.distributed import all_gather_objects, is_main_process
-from dassl.utils.torchtools import atomic_copy, save_checkpoint
+from dassl.utils.torchtools import save_checkpoint
 from datasets.protocols import (BASE_NEW_DISTILL_PROTOCOLS, DISTILL_PROTOCOLS, HOLDOUT_KEY, check_holdout_fraction,
                                 holdout_split)
 from trainers import teacher_cache
@@ -121,6 +121,8 @@ class DistillTrainer(TrainerX):
     USES_RSM = False  # subclasses with the RSM term set True
     # PromptKD's load_model drops the token buffers and loads non-strictly (see TrainerBase.load_model).
     CHECKPOINT_IGNORED_KEYS = TOKEN_BUFFER_KEYS
+    # The agreement-selected weights travel with model-best when a run resumes from another folder.
+    SELECTED_CHECKPOINT_FILES = (*TrainerX.SELECTED_CHECKPOINT_FILES, AGREEMENT_FILE_NAME)
 
     # ----------------------------------------------------------------- hooks for subclasses
     def build_student(self, cfg, teacher_dim: int) -> nn.Module:
@@ -396,17 +398,6 @@ class DistillTrainer(TrainerX):
                                 osp.join(self.output_dir, name), model_name=AGREEMENT_FILE_NAME,
                                 update_pointer=False)
         super().save_epoch_checkpoints()
-
-    def _copy_best_models(self, directory: str) -> None:
-        """The engine's copy of model-best when resuming from another folder, and model-agreement too."""
-        super()._copy_best_models(directory)
-        output_dir = getattr(self, "output_dir", None)
-        if not output_dir or osp.abspath(directory) == osp.abspath(output_dir) or not is_main_process():
-            return
-        for name in self.get_model_names():
-            source = osp.join(directory, name, AGREEMENT_FILE_NAME)
-            if osp.isfile(source):
-                atomic_copy(source, osp.join(output_dir, name, AGREEMENT_FILE_NAME))
 
     def load_agreement_model(self, directory: str) -> int:
         """Load ``<directory>/VLPromptLearner/model-agreement.pth.tar`` (PromptKD's load rule); returns its epoch."""

@@ -68,14 +68,8 @@ def manifold_entropy(manifold: torch.Tensor, return_max_prob: bool = False):
     With ``return_max_prob`` it returns ``(H, max_t p_t)``; ``max p`` is detached (a diagnostic: a value
     near 1 means the manifold collapsed onto one row). H lies in [0, log(rows)].
     """
-    scores = manifold_scores(manifold)
-    with torch.autocast(device_type=manifold.device.type, enabled=False):
-        log_p = F.log_softmax(scores, dim=0)
-        p = log_p.exp()
-        entropy = -(p * log_p).sum()
-    if return_max_prob:
-        return entropy, p.max().detach()
-    return entropy
+    entropy, max_prob = entropy_of_scores(manifold_scores(manifold))
+    return (entropy, max_prob) if return_max_prob else entropy
 
 
 def bounded_scores(manifold: torch.Tensor, temperature: float) -> torch.Tensor:

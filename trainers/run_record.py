@@ -28,6 +28,13 @@ from trainers.results import base2novel_entry, cross_entry
 SPLITS = ("val", "test")
 
 
+def _earliest_best(history: Dict[int, float]) -> Optional[int]:
+    """The earliest epoch with the highest value in ``history`` (None when it is empty)."""
+    if not history:
+        return None
+    return max(history, key=lambda epoch: (history[epoch], -epoch))
+
+
 class RunRecord:
     """Accuracies per (epoch of the weights, split) for one distillation run."""
 
@@ -69,10 +76,7 @@ class RunRecord:
     @property
     def best_epoch(self) -> Optional[int]:
         """The earliest epoch with the highest val accuracy (None before any validation)."""
-        history = self.val_by_epoch
-        if not history:
-            return None
-        return max(history, key=lambda epoch: (history[epoch], -epoch))
+        return _earliest_best(self.val_by_epoch)
 
     @property
     def agreement_by_epoch(self) -> Dict[int, float]:
@@ -82,10 +86,7 @@ class RunRecord:
     @property
     def agreement_epoch(self) -> Optional[int]:
         """The earliest epoch with the highest held-out agreement (None before any was measured)."""
-        history = self._agreement
-        if not history:
-            return None
-        return max(history, key=lambda epoch: (history[epoch], -epoch))
+        return _earliest_best(self._agreement)
 
     def selected_entry(self, epoch: int) -> dict:
         """The results.json entry of the agreement-selected weights: :meth:`entry` plus ``agreement``."""

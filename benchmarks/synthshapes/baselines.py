@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from benchmarks.synthshapes.benchmark import CFG, DATASET_NAMES, PLANS, REPO_ROOT, Benchmark, Plan, _hm
+from benchmarks.synthshapes.benchmark import (CFG, DATASET_NAMES, PLANS, REPO_ROOT, Benchmark, Plan, _hm, read_result,
+                                              result_stats)
 from benchmarks.synthshapes.cache import cache_dir, write_json_atomic
 from benchmarks.synthshapes.jobs import Job
 from dassl.data.datasets.base_dataset import num_base_classes
@@ -128,11 +128,6 @@ def plan_runs(plan: BaselinePlan) -> list[BaselineRun]:
     return [BaselineRun(METHODS[name], seed) for seed in plan.seeds for name in plan.methods]
 
 
-def _mean_std(values: list[float]) -> dict:
-    """Mean, population std (ddof 0, as tools/parse_results.py) and the values."""
-    return {"mean": sum(values) / len(values), "std": statistics.pstdev(values), "n": len(values), "values": values}
-
-
 def supervised_pattern(minus_zero_shot: dict) -> str:
     """Which way a supervised prompt learner moved Base and New from the student's zero-shot.
 
@@ -211,16 +206,9 @@ class BaselineBenchmark(Benchmark):
         self._run_train(jobs)
 
     # ----------------------------------------------------------------- results
-    def _result(self, run: BaselineRun, which: str) -> dict | None:
-        path = self.run_dir(run) / RESULTS_FILENAME
-        return json.loads(path.read_text())[which] if path.is_file() else None
-
     def _stats(self, method: Method, which: str) -> dict | None:
         """Base / New / HM over the seeds of `method` that finished."""
-        results = [r for r in (self._result(BaselineRun(method, s), which) for s in self.baseline.seeds) if r]
-        if not results:
-            return None
-        return {metric: _mean_std([r[metric] for r in results]) for metric in ("base", "new", "hm")}
+        return result_stats([read_result(self.run_dir(BaselineRun(method, s)), which) for s in self.baseline.seeds])
 
     def _reference_rows(self) -> dict:
         """Zero-shot Base / New / HM of the student and teacher CLIPs, and the prompt-tuned teacher's."""

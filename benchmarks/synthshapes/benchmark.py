@@ -32,6 +32,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -342,11 +343,7 @@ class Benchmark:
 
     # ----------------------------------------------------------------- results
     def _hm_stats(self, variant: str, omega: float | None, which: str = "best") -> dict | None:
-        runs = []
-        for seed in self.plan.seeds:
-            path = self.student_dir(variant, seed, omega) / RESULTS_FILENAME
-            if path.is_file():
-                runs.append(json.loads(path.read_text())[which])
+        runs = [r for r in (read_result(self.student_dir(variant, seed, omega), which) for seed in self.plan.seeds) if r]
         if not runs:
             return None
         out = {"n": len(runs)}
@@ -541,6 +538,26 @@ def _config_content(trainer: str) -> dict:
 
 def _hm(base: float, new: float) -> float:
     return 0.0 if base + new == 0 else 2 * base * new / (base + new)
+
+
+def read_result(run_dir: Path, which: str = "best") -> dict | None:
+    """Entry `which` ("best" / "last") of a run folder's results.json; None while the run has not finished."""
+    path = Path(run_dir) / RESULTS_FILENAME
+    return json.loads(path.read_text())[which] if path.is_file() else None
+
+
+def mean_std(values: list[float]) -> dict:
+    """Mean, population std (ddof 0, as tools/parse_results.py), min, max, count and the values."""
+    return {"mean": sum(values) / len(values), "std": statistics.pstdev(values), "min": min(values),
+            "max": max(values), "n": len(values), "values": values}
+
+
+def result_stats(results: list[dict | None]) -> dict | None:
+    """`mean_std` of Base / New / HM over the finished runs' entries (None: none finished)."""
+    finished = [r for r in results if r]
+    if not finished:
+        return None
+    return {metric: mean_std([r[metric] for r in finished]) for metric in ("base", "new", "hm")}
 
 
 _ACCURACY = re.compile(r"\* accuracy: ([\d.]+)%")

@@ -31,12 +31,12 @@ import argparse
 import importlib.util
 import json
 import math
-import statistics
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from benchmarks.synthshapes.benchmark import (DATASET_NAMES, PLANS, REPO_ROOT, Benchmark, Plan, _fmt_omega)
+from benchmarks.synthshapes.benchmark import (DATASET_NAMES, PLANS, REPO_ROOT, Benchmark, Plan, _fmt_omega, mean_std,
+                                              read_result, result_stats)
 from benchmarks.synthshapes.cache import cache_dir, write_json_atomic
 from benchmarks.synthshapes.jobs import Job
 from benchmarks.synthshapes.plots import read_entropy_curve, two_panel_plot, write_csv
@@ -164,11 +164,10 @@ def plan_runs(plan: PaperPlan) -> list[PaperRun]:
     return out
 
 
-def _mean_std(values: list[float]) -> dict:
-    """Mean, population std (ddof 0, as tools/parse_results.py), min, max and the values."""
-    mean = sum(values) / len(values)
-    return {"mean": mean, "std": statistics.pstdev(values), "min": min(values), "max": max(values),
-            "n": len(values), "values": values}
+def _curve_summary(seed: int, curve: list) -> dict:
+    """First, lowest and last H and the last max p of one run's entropy curve."""
+    return {"seed": seed, "first_H": curve[0][1], "min_H": min(c[1] for c in curve), "last_H": curve[-1][1],
+            "last_max_p": curve[-1][2]}
 
 
 class PaperBenchmark(Benchmark):
@@ -226,15 +225,11 @@ class PaperBenchmark(Benchmark):
 
     # ----------------------------------------------------------------- results
     def _result(self, run: PaperRun, which: str = "best") -> dict | None:
-        path = self.run_dir(run) / RESULTS_FILENAME
-        return json.loads(path.read_text())[which] if path.is_file() else None
+        return read_result(self.run_dir(run), which)
 
     def _stats(self, runs: list[PaperRun], which: str = "best") -> dict | None:
         """Base / New / HM over the seeds of `runs` (one configuration) that finished."""
-        results = [r for r in (self._result(run, which) for run in runs) if r]
-        if not results:
-            return None
-        return {metric: _mean_std([r[metric] for r in results]) for metric in ("base", "new", "hm")}
+        return result_stats([self._result(run, which) for run in runs])
 
     def _paired(self, host_runs: list[PaperRun], rsm_runs: list[PaperRun], which: str = "best") -> dict | None:
         """RSM minus host on the same seed, for the seeds where both finished."""
@@ -248,7 +243,7 @@ class PaperBenchmark(Benchmark):
                     diffs[metric].append(b[metric] - a[metric])
         if not seeds:
             return None
-        return {"seeds": seeds, **{metric: _mean_std(values) for metric, values in diffs.items()}}
+        return {"seeds": seeds, **{metric: mean_std(values) for metric, values in diffs.items()}}
 
     def _configurations(self) -> list[tuple[str, str, str, float | None]]:
         """(variant, shots, trainer, omega) of the table: every host and RSM version at the main omega."""
@@ -326,14 +321,12 @@ class PaperBenchmark(Benchmark):
             if omega == 0.0:
                 continue
             for seed in p.seeds:
-                log_path = self.run_dir(PaperRun("PromptKD_RSM", p.shots_variant, p.main_shots, seed, float(omega))) / "log.txt"
-                curve = read_entropy_curve(log_path) if log_path.is_file() else []
+                curve = self._curve(PaperRun("PromptKD_RSM", p.shots_variant, p.main_shots, seed, float(omega)))
                 if not curve:
                     continue
                 rows += [(_fmt_omega(omega), seed, it, h, mp) for it, h, mp in curve]
                 info.setdefault(_fmt_omega(omega), []).append(
-                    {"seed": seed, "first_H": curve[0][1], "min_H": min(c[1] for c in curve), "last_H": curve[-1][1],
-                     "last_max_p": curve[-1][2],
+                    {**_curve_summary(seed, curve),
                      "first_iter_below_10pct": next((it for it, h, _ in curve if h < 0.1 * curve[0][1]), None)})
                 if seed == p.analysis_seed:
                     label = f"omega {_fmt_omega(omega)}"
@@ -346,16 +339,14 @@ class PaperBenchmark(Benchmark):
                            "iteration", ("H(M)", "max p"))
         return {"note": "H(M) starts at log(N + C) (N = batch 8, C = base classes) and is 0 at collapse", "runs": info}
 
+    def _curve(self, run: PaperRun) -> list:
+        """(iteration, H, max p) over training from the run's log ([] before it has logged any)."""
+        log_path = self.run_dir(run) / "log.txt"
+        return read_entropy_curve(log_path) if log_path.is_file() else []
+
     def _entropy_summary(self, runs: list[PaperRun]) -> list[dict]:
-        """First, lowest and last H and the last max p of each finished run (the term's own entropy)."""
-        out = []
-        for run in runs:
-            log_path = self.run_dir(run) / "log.txt"
-            curve = read_entropy_curve(log_path) if log_path.is_file() else []
-            if curve:
-                out.append({"seed": run.seed, "first_H": curve[0][1], "min_H": min(c[1] for c in curve),
-                            "last_H": curve[-1][1], "last_max_p": curve[-1][2]})
-        return out
+        """`_curve_summary` of each run that logged the term's entropy."""
+        return [_curve_summary(run.seed, curve) for run in runs if (curve := self._curve(run))]
 
     def _extra_installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in ("sklearn", "matplotlib"))

@@ -93,6 +93,8 @@ class TrainerBase:
     # State-dict keys that `load_model` drops before loading (frozen buffers a trainer rebuilds itself).
     # Empty: Dassl's strict load. Non-empty: the prompt trainers' load (non-strict, mismatches reported).
     CHECKPOINT_IGNORED_KEYS: Tuple[str, ...] = ()
+    # Selected-model files in each model folder that resuming from another folder brings along.
+    SELECTED_CHECKPOINT_FILES: Tuple[str, ...] = (BEST_FILE_NAME,)
 
     def __init__(self):
         self._models: "OrderedDict[str, nn.Module]" = OrderedDict()
@@ -498,7 +500,8 @@ class TrainerBase:
         return start_epoch
 
     def _copy_best_models(self, directory: str) -> None:
-        """When resuming from another folder, bring its best checkpoints into OUTPUT_DIR.
+        """When resuming from another folder, bring its selected checkpoints (`SELECTED_CHECKPOINT_FILES`) into
+        OUTPUT_DIR.
 
         Keeps the output folder self-contained: `after_train` (best_val) and a later
         ``--eval-only --model-dir OUTPUT_DIR`` find ``model-best.pth.tar`` there.
@@ -507,11 +510,12 @@ class TrainerBase:
         if not output_dir or osp.abspath(directory) == osp.abspath(output_dir) or not is_main_process():
             return
         for name in self.get_model_names():
-            source = osp.join(directory, name, BEST_FILE_NAME)
-            if osp.isfile(source):
-                target = osp.join(output_dir, name, BEST_FILE_NAME)
-                atomic_copy(source, target)
-                print(f"Copied {source} to {target}")
+            for file_name in self.SELECTED_CHECKPOINT_FILES:
+                source = osp.join(directory, name, file_name)
+                if osp.isfile(source):
+                    target = osp.join(output_dir, name, file_name)
+                    atomic_copy(source, target)
+                    print(f"Copied {source} to {target}")
 
     def _restore_run_state(self, checkpoint: Dict[str, Any]) -> None:
         """Restore trainer-wide state (random states, best result, loss scale, run state) of a checkpoint."""
