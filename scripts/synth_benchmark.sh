@@ -4,9 +4,12 @@
 #   bash scripts/synth_benchmark.sh --quick    CI-sized run (fewer pretraining steps, 1 seed, omega 0 and 50; about 5 minutes)
 #   bash scripts/synth_benchmark.sh --paper    the AME paper's regime (PromptKD's SGD, batch 8, 20 epochs) on the full
 #                                              run's cached CLIPs and teachers: PromptKD, PromptKD_RSM, Simple, Simple_RSM
-#                                              at 4/16/30/full shots, seeds 1-3, omega sweep (benchmarks/synthshapes/paper.py)
-#   bash scripts/synth_benchmark.sh --paper-quick   a cut of --paper (2 seeds, 4 and 16 shots, omegas 0/5/50/100;
-#                                              28 runs) sized to fit 30 minutes on 2 cores with the cache
+#                                              at 4/16/30/full shots, seeds 1-3, omega sweep, the opt-in RSM variants and
+#                                              the large-batch rule: 90 runs, about 70 minutes on 2 shared cores
+#                                              (benchmarks/synthshapes/paper.py)
+#   bash scripts/synth_benchmark.sh --paper-quick   a cut of --paper (2 seeds, 4 and 16 shots, omegas 0/5/50/100,
+#                                              the variants and the batch rule; 38 runs) for machines where --paper
+#                                              does not fit
 #   bash scripts/synth_benchmark.sh --baselines     the baseline table on SynthShapesNoisy, seeds 1-3, on the full run's
 #                                              cached CLIPs, teachers and zero-shot runs: zero-shot CLIP, CoOp, CoCoOp,
 #                                              IVLP, MaPLe, PromptSRC, PromptKD, PromptKD_RSM, KDPL, KDPL_RSM, each on
